@@ -1,0 +1,37 @@
+# The README's commands. Every target reuses one virtual environment at .venv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DATA ?= ../shared/data/nlp_data.xlsx
+EXTRAS ?= train,dev
+comma := ,
+STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+
+.PHONY: install test lint train evaluate clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first, exactly pinned, so nothing else can pull a CUDA build
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+install: $(STAMP) ## create .venv and install the project with its training and test extras
+
+test: $(STAMP) ## run the test suite
+	$(BIN)/python -m pytest
+
+lint: $(STAMP) ## ruff and mypy
+	$(BIN)/ruff check src tests
+	$(BIN)/ruff format --check src tests
+	$(BIN)/mypy src
+
+train: $(STAMP) ## train the default configuration on the reference data into runs/minilm
+	$(BIN)/sentiment-api train $(DATA) --out runs/minilm --overwrite
+
+evaluate: $(STAMP) ## evaluate runs/minilm on the reference test split
+	$(BIN)/sentiment-api evaluate runs/minilm --data $(DATA) --out runs/minilm/evaluation
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

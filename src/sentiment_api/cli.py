@@ -1,0 +1,228 @@
+"""The ``sentiment-api`` command line: parse options, call the library, print the result.
+
+Library errors (:class:`SentimentError`) become one line on stderr and exit code 1; bad usage exits 2.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .data import DataSpec
+from .errors import SentimentError
+
+app = typer.Typer(
+    help="Train, evaluate and run a tweet-sentiment classifier.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect and split labelled tweet files.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+_DEFAULT_SPEC = DataSpec()
+DataFile = Annotated[Path, typer.Argument(help="Labelled tweets, .csv or .xlsx.")]
+Sheet = Annotated[str, typer.Option(help="Excel sheet to read.")]
+TextColumn = Annotated[str, typer.Option(help="Column with the tweet text.")]
+LabelColumn = Annotated[str, typer.Option(help="Column with the label.")]
+Labels = Annotated[
+    list[str] | None,
+    typer.Option("--label", help="Label to keep (repeat); default: every label found."),
+]
+DropLabels = Annotated[
+    list[str] | None,
+    typer.Option("--drop-label", help="Label whose rows are dropped (repeat) [default: I can't tell]."),
+]
+Normaliser = Annotated[str, typer.Option(help="Text normaliser, name@version.")]
+Seed = Annotated[int, typer.Option("--split-seed", help="Random state of the stratified split.")]
+
+
+def _spec(
+    sheet: str,
+    text_column: str,
+    label_column: str,
+    labels: list[str] | None,
+    drop_labels: list[str] | None,
+    normaliser: str,
+    seed: int,
+) -> DataSpec:
+    return DataSpec(
+        sheet=sheet,
+        text_column=text_column,
+        label_column=label_column,
+        labels=labels or None,
+        drop_labels=_DEFAULT_SPEC.drop_labels if drop_labels is None else drop_labels,
+        normaliser=normaliser,
+        seed=seed,
+    )
+
+
+def _echo_json(payload: Any, path: Path | None) -> None:
+    from .model_card import write_text_atomic
+
+    text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
+    if path is None:
+        typer.echo(text, nl=False)
+    else:
+        write_text_atomic(path, text)
+
+
+@data_app.command("split")
+def data_split(
+    data: DataFile,
+    out: Annotated[Path | None, typer.Option(help="Write train/validation/test CSVs here.")] = None,
+    sheet: Sheet = str(_DEFAULT_SPEC.sheet),
+    text_column: TextColumn = _DEFAULT_SPEC.text_column,
+    label_column: LabelColumn = _DEFAULT_SPEC.label_column,
+    label: Labels = None,
+    drop_label: DropLabels = None,
+    normaliser: Normaliser = _DEFAULT_SPEC.normaliser,
+    split_seed: Seed = _DEFAULT_SPEC.seed,
+) -> None:
+    """Clean, de-duplicate and split a labelled file; print the counts (and write the splits)."""
+    from .data import LABEL, load_splits
+    from .prediction import write_table
+
+    spec = _spec(sheet, text_column, label_column, label, drop_label, normaliser, split_seed)
+    prepared, splits = load_splits(data, spec)
+    summary = {
+        "file": str(data),
+        "sha256": prepared.sha256,
+        "rows": len(prepared.frame),
+        "dropped": prepared.dropped,
+        "splits": {
+            name: {"rows": len(frame), "labels": frame[LABEL].value_counts().to_dict()}
+            for name, frame in splits.items()
+        },
+    }
+    if out is not None:
+        for name, frame in splits.items():
+            write_table(frame, out / f"{name}.csv")
+    _echo_json(summary, None)
+
+
+@app.command()
+def train(
+    data: DataFile,
+    out: Annotated[Path, typer.Option(help="Checkpoint directory to create.")],
+    base_model: Annotated[str, typer.Option(help="Base model: local directory or hub id.")] = (
+        "all-MiniLM-L6-v2"
+    ),
+    epochs: Annotated[int, typer.Option(min=1)] = 6,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = 8e-5,
+    weight_decay: Annotated[float, typer.Option(min=0.0)] = 0.01,
+    warmup_ratio: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.1,
+    max_length: Annotated[int, typer.Option(min=8)] = 128,
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99)] = 0.0,
+    class_weights: Annotated[bool, typer.Option(help="Inverse-frequency loss weights.")] = True,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
+    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    sheet: Sheet = str(_DEFAULT_SPEC.sheet),
+    text_column: TextColumn = _DEFAULT_SPEC.text_column,
+    label_column: LabelColumn = _DEFAULT_SPEC.label_column,
+    label: Labels = None,
+    drop_label: DropLabels = None,
+    normaliser: Normaliser = _DEFAULT_SPEC.normaliser,
+    split_seed: Seed = _DEFAULT_SPEC.seed,
+) -> None:
+    """Fine-tune a sequence classifier, keep the best epoch, evaluate it, save a checkpoint."""
+    from .evaluation import format_report
+    from .training import TrainingConfig
+    from .training import train as run_training
+
+    config = TrainingConfig(
+        base_model=base_model,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        weight_decay=weight_decay,
+        warmup_ratio=warmup_ratio,
+        max_length=max_length,
+        label_smoothing=label_smoothing,
+        class_weights=class_weights,
+        seed=seed,
+        threads=threads,
+    )
+    spec = _spec(sheet, text_column, label_column, label, drop_label, normaliser, split_seed)
+    card = run_training(
+        data, out, config, spec, progress=progress, overwrite=overwrite, log=_stderr
+    )
+    for split in ("validation", "test"):
+        typer.echo(format_report(card.metrics[split], f"{split}:"))
+    typer.echo(f"saved {out} (best epoch {card.training['best_epoch']}, {card.training['seconds']} s)")
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path, typer.Argument(help="Model directory (checkpoint or package).")],
+    data: Annotated[Path, typer.Option(help="Labelled tweets, .csv or .xlsx.")],
+    split: Annotated[str, typer.Option(help="train, validation, test or all.")] = "test",
+    sheet: Annotated[str | None, typer.Option(help="Sheet (default: the card's).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Directory for metrics.json and the plot.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+) -> None:
+    """Accuracy, balanced accuracy, macro-F1, per-class scores and a confusion-matrix plot."""
+    from .engine import Classifier
+    from .evaluation import evaluate_classifier, format_report, plot_confusion_matrix
+
+    classifier = Classifier.load(model)
+    metrics = evaluate_classifier(classifier, data, split, sheet)
+    if out is not None:
+        _echo_json(metrics, out / "metrics.json")
+        plot_confusion_matrix(metrics, out / "confusion_matrix.png", f"{model.name} on {split}")
+    if as_json:
+        _echo_json(metrics, None)
+    else:
+        typer.echo(format_report(metrics, f"{model} on {data.name} ({split}):"))
+        if out is not None:
+            typer.echo(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Argument(help="Model directory (checkpoint or package).")],
+    input: Annotated[Path, typer.Option("--input", help="Tweets to classify, .csv or .xlsx.")],
+    output: Annotated[Path, typer.Option(help="Where to write rows with labels, .csv or .xlsx.")],
+    sheet: Annotated[str | None, typer.Option(help="Sheet to read (default: the first).")] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="Text column (default: tweet_text, Tweet or text).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+) -> None:
+    """Classify every row of a file and write it back with label and score columns."""
+    from .engine import Classifier
+    from .prediction import predict_file
+
+    classifier = Classifier.load(model)
+    result = predict_file(
+        classifier,
+        input,
+        output,
+        sheet=sheet,
+        text_column=text_column,
+        batch_size=batch_size,
+        progress=progress,
+    )
+    shares = result["label"].value_counts().to_dict()
+    typer.echo(f"wrote {len(result)} rows to {output}; labels {shares}")
+
+
+def _stderr(message: str) -> None:
+    typer.echo(message, err=True)
+
+
+def main() -> None:
+    """Entry point: run the app; a library error is one line on stderr and exit code 1."""
+    try:
+        app()  # standalone mode: click prints usage errors and exits 2 by itself
+    except SentimentError as exc:
+        _stderr(f"error: {exc}")
+        sys.exit(1)

@@ -1,0 +1,127 @@
+"""Classification metrics, a readable report and a confusion-matrix plot."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
+
+
+def compute_metrics(
+    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
+) -> dict[str, Any]:
+    """Accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+    from sklearn.metrics import (
+        accuracy_score,
+        balanced_accuracy_score,
+        confusion_matrix,
+        f1_score,
+        precision_recall_fscore_support,
+    )
+
+    labels = list(labels)
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0
+    )
+    return {
+        "n": len(y_true),
+        "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
+        "balanced_accuracy": round(float(balanced_accuracy_score(y_true, y_pred)), 4),
+        "macro_f1": round(
+            float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4
+        ),
+        "per_class": {
+            label: {
+                "precision": round(float(p), 4),
+                "recall": round(float(r), 4),
+                "f1": round(float(f), 4),
+                "support": int(s),
+            }
+            for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
+        },
+        "labels": labels,
+        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    }
+
+
+def format_report(metrics: dict[str, Any], title: str = "") -> str:
+    """A plain-text table of the headline metrics and the per-class scores."""
+    width = max(len(label) for label in metrics["per_class"]) + 2
+    lines = [title] if title else []
+    lines.append(
+        "  ".join(f"{name} {metrics[name]:.4f}" for name in HEADLINE) + f"  (n={metrics['n']})"
+    )
+    lines.append(f"{'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
+    for label, row in metrics["per_class"].items():
+        lines.append(
+            f"{label:<{width}}{row['precision']:>10.4f}{row['recall']:>10.4f}"
+            f"{row['f1']:>10.4f}{row['support']:>10d}"
+        )
+    return "\n".join(lines)
+
+
+def plot_confusion_matrix(metrics: dict[str, Any], path: Path, title: str = "") -> Path:
+    """Save the confusion matrix (counts, with row-normalised shading) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    matrix = np.asarray(metrics["confusion_matrix"], dtype=float)
+    labels = metrics["labels"]
+    shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
+    figure, axes = plt.subplots(figsize=(6.4, 5.2), dpi=120)
+    image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
+    figure.colorbar(image, ax=axes, label="share of true label")
+    short = [label.replace(" toward brand or product", "") for label in labels]
+    axes.set_xticks(range(len(labels)), short, rotation=20, ha="right")
+    axes.set_yticks(range(len(labels)), short)
+    axes.set_xlabel("predicted")
+    axes.set_ylabel("true")
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            colour = "white" if shares[i, j] > 0.5 else "black"
+            axes.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", color=colour)
+    headline = f"acc {metrics['accuracy']:.3f} · bal-acc {metrics['balanced_accuracy']:.3f} · macro-F1 {metrics['macro_f1']:.3f}"
+    axes.set_title(f"{title}\n{headline}" if title else headline, fontsize=10)
+    figure.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.tmp")
+    figure.savefig(temporary, format="png")
+    plt.close(figure)
+    temporary.replace(path)
+    return path
+
+
+def evaluate_classifier(
+    classifier: Any, data_path: Path, split: str = "test", sheet: str | None = None
+) -> dict[str, Any]:
+    """Metrics of a loaded classifier on one split of a labelled file, made as its card says.
+
+    The split is rebuilt with the data spec recorded in the model card (same cleaning, same seed),
+    so ``test`` means the very rows the model was tested on; ``all`` uses every prepared row.
+    """
+    from .data import LABEL, SPLITS, TEXT, DataSpec, load_tweets, split_tweets
+    from .errors import ConfigError
+
+    if split not in (*SPLITS, "all"):
+        raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} or all")
+    spec = DataSpec.model_validate(classifier.card.data.get("spec", {}))
+    if sheet is not None:
+        spec.sheet = sheet
+    data = load_tweets(data_path, spec)
+    frame = data.frame if split == "all" else getattr(split_tweets(data, spec), split)
+    unknown = sorted(set(frame[LABEL]) - set(classifier.labels))
+    if unknown:
+        raise ConfigError(f"{data_path}: labels {unknown} are not labels of the model")
+    probabilities, _ = classifier.probabilities_of_clean(frame[TEXT].tolist())
+    predicted = [classifier.labels[i] for i in probabilities.argmax(axis=1)]
+    metrics = compute_metrics(frame[LABEL].tolist(), predicted, classifier.labels)
+    metrics["split"] = split
+    metrics["data_sha256"] = data.sha256
+    return metrics

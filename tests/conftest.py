@@ -1,0 +1,64 @@
+"""Shared fixtures: the reference data file, tiny labelled files and tiny models."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import pytest
+
+from tiny_models import build_tiny_bert, build_tiny_roberta, labelled_rows
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data" / "nlp_data.xlsx"
+TEXT_COLUMN = "tweet_text"
+LABEL_COLUMN = "is_there_an_emotion_directed_at_a_brand_or_product"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """``../shared/data/nlp_data.xlsx``; CI has it beside the clone."""
+    if not SHARED_DATA.is_file():
+        pytest.skip(f"reference data not found at {SHARED_DATA} (CI keeps ../shared beside the clone)")
+    return SHARED_DATA
+
+
+def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """A CSV with the reference file's column names."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([TEXT_COLUMN, LABEL_COLUMN])
+        writer.writerows(rows)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Sixty distinct labelled tweets, twenty per label."""
+    return write_rows(tmp_path_factory.mktemp("data") / "tweets.csv", labelled_rows(20))
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"))
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build_tiny_roberta(tmp_path_factory.mktemp("tiny-roberta"))
+
+
+@pytest.fixture(scope="session")
+def trained_tiny_bert(tiny_csv: Path, tiny_bert: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint fine-tuned from the tiny BERT by the project's own training function."""
+    from sentiment_api.training import TrainingConfig, train
+
+    out = tmp_path_factory.mktemp("checkpoints") / "bert"
+    train(
+        tiny_csv,
+        out,
+        TrainingConfig(base_model=str(tiny_bert), epochs=3, batch_size=8, learning_rate=5e-3),
+        progress=False,
+        log=lambda _: None,
+    )
+    return out

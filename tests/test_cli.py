@@ -1,0 +1,94 @@
+"""The real ``sentiment-api`` command, run as a process: exit codes and output."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from tiny_models import LABELS
+
+COMMANDS = [[], ["data"], ["data", "split"], ["train"], ["evaluate"], ["predict"]]
+
+
+def run(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "sentiment_api", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_every_command_has_help(command) -> None:
+    result = run(*command, "--help")
+    assert result.returncode == 0, result.stderr
+    assert "Usage:" in result.stdout
+
+
+def test_bad_usage_exits_2() -> None:
+    result = run("train")
+    assert result.returncode == 2
+    assert "Missing argument" in result.stderr
+    assert run("frobnicate").returncode == 2
+
+
+def test_library_error_is_one_line_and_exit_1(tmp_path) -> None:
+    result = run("data", "split", tmp_path / "missing.csv")
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [f"error: {tmp_path / 'missing.csv'}: no such file"]
+    assert "Traceback" not in result.stderr
+
+
+def test_data_split_writes_the_splits(tiny_csv, tmp_path) -> None:
+    result = run("data", "split", tiny_csv, "--out", tmp_path / "splits")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert {name: s["rows"] for name, s in summary["splits"].items()} == {
+        "train": 48, "validation": 6, "test": 6
+    }
+    assert len(pd.read_csv(tmp_path / "splits" / "test.csv")) == 6
+
+
+def test_train_evaluate_predict_round_trip(tiny_csv, tiny_bert, tmp_path) -> None:
+    model = tmp_path / "model"
+    trained = run(
+        "train", tiny_csv, "--out", model, "--base-model", tiny_bert, "--epochs", "1",
+        "--batch-size", "8", "--learning-rate", "0.005", "--no-progress",
+    )
+    assert trained.returncode == 0, trained.stderr
+    assert "validation:" in trained.stdout and "macro_f1" in trained.stdout
+    assert "epoch 1:" in trained.stderr
+
+    evaluated = run("evaluate", model, "--data", tiny_csv, "--out", tmp_path / "eval", "--json")
+    assert evaluated.returncode == 0, evaluated.stderr
+    metrics = json.loads(evaluated.stdout)
+    assert metrics["n"] == 6 and metrics["labels"] == LABELS
+    card = json.loads((model / "model_card.json").read_text())
+    assert metrics["macro_f1"] == card["metrics"]["test"]["macro_f1"]
+    assert (tmp_path / "eval" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+
+    unlabelled = tmp_path / "in.xlsx"
+    pd.DataFrame({"Tweet": ["love my ipad", None, "the app keeps crashing"]}).to_excel(
+        unlabelled, sheet_name="Test", index=False
+    )
+    predicted = run(
+        "predict", model, "--input", unlabelled, "--sheet", "Test", "--output", tmp_path / "o.csv"
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    rows = pd.read_csv(tmp_path / "o.csv")
+    assert list(rows.columns[:4]) == ["Tweet", "label", "score", "truncated"]
+    assert set(rows["label"]) <= set(LABELS) and rows["score"].between(1 / 3, 1).all()
+    assert len(rows) == 3
+
+
+def test_predict_names_a_missing_text_column(trained_tiny_bert, tiny_csv, tmp_path) -> None:
+    result = run(
+        "predict", trained_tiny_bert, "--input", tiny_csv, "--text-column", "body",
+        "--output", tmp_path / "o.csv",
+    )
+    assert result.returncode == 1
+    assert "no column 'body'" in result.stderr
+    assert not (tmp_path / "o.csv").exists()

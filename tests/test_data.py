@@ -1,0 +1,106 @@
+import numpy as np
+import pandas as pd
+import pytest
+from rapidfuzz import fuzz
+
+from conftest import LABEL_COLUMN, TEXT_COLUMN, write_rows
+from sentiment_api.data import DataSpec, load_splits, load_tweets, near_duplicate_mask
+from sentiment_api.errors import DataError
+
+
+def legacy_near_duplicates(texts: list[str], threshold: float = 80) -> np.ndarray:
+    """The earlier service's loop: compare every row with every row kept so far."""
+    kept: list[str] = []
+    mask = np.zeros(len(texts), dtype=bool)
+    for i, text in enumerate(texts):
+        if all(fuzz.ratio(text, other) <= threshold for other in kept):
+            kept.append(text)
+            mask[i] = True
+    return mask
+
+
+@pytest.mark.shared_data
+def test_reference_split_is_reproduced_to_the_row(shared_data) -> None:
+    data, splits = load_splits(shared_data)
+    assert len(data.frame) == 5759
+    assert splits.sizes() == {"train": 4607, "validation": 576, "test": 576}
+    assert splits.test["label"].value_counts().to_dict() == {
+        "No emotion toward brand or product": 345,
+        "Positive emotion": 190,
+        "Negative emotion": 41,
+    }
+    assert data.dropped["empty text"] == 1 and data.dropped["dropped labels"] == 9
+    assert data.sha256 == "4c5b5c09f5197f005ccc33b57547bb4491e59611fde6545ad5f503995d66b447"
+    # the very rows: spreadsheet row numbers of the first test tweets are stable
+    again = load_splits(shared_data)[1]
+    assert again.test["row"].tolist() == splits.test["row"].tolist()
+    assert not set(splits.test["row"]) & set(splits.train["row"])
+
+
+@pytest.mark.shared_data
+def test_near_duplicate_removal_matches_the_legacy_loop(shared_data) -> None:
+    texts = load_tweets(shared_data, DataSpec(near_duplicate_threshold=100)).frame["text"].tolist()
+    sample = texts[:2500]
+    assert (near_duplicate_mask(sample, block=512) == legacy_near_duplicates(sample)).all()
+
+
+def test_near_duplicate_threshold_is_exclusive() -> None:
+    # ratio("abcde", "abcdf") is exactly 80: kept; a closer pair is dropped
+    assert fuzz.ratio("abcde", "abcdf") == 80
+    assert near_duplicate_mask(["abcde", "abcdf", "abcde!"]).tolist() == [True, True, False]
+
+
+def test_a_dropped_row_does_not_knock_out_later_rows() -> None:
+    texts = ["aaaaaaaaaa", "aaaaaaaaab", "aaaaaaaabb"]
+    assert near_duplicate_mask(texts, block=1).tolist() == legacy_near_duplicates(texts).tolist()
+
+
+def test_missing_column_is_named(tiny_csv) -> None:
+    with pytest.raises(DataError, match="no column 'tweet'.*columns: tweet_text"):
+        load_tweets(tiny_csv, DataSpec(text_column="tweet"))
+
+
+def test_missing_sheet_lists_the_sheets(tmp_path) -> None:
+    path = tmp_path / "tweets.xlsx"
+    pd.DataFrame({TEXT_COLUMN: ["a"], LABEL_COLUMN: ["x"]}).to_excel(path, sheet_name="Data")
+    with pytest.raises(DataError, match="no sheet named 'Train'; sheets: Data"):
+        load_tweets(path)
+
+
+def test_unknown_label_names_the_row_and_value(tmp_path) -> None:
+    path = write_rows(tmp_path / "t.csv", [("good one", "Positive emotion"), ("meh", "Sarcasm")])
+    with pytest.raises(DataError, match=r"row 3 has label 'Sarcasm'"):
+        load_tweets(path, DataSpec(labels=["Positive emotion", "Negative emotion"]))
+
+
+def test_empty_text_is_an_error_when_not_dropped(tmp_path) -> None:
+    path = write_rows(tmp_path / "t.csv", [("good", "Positive emotion"), ("", "Negative emotion")])
+    with pytest.raises(DataError, match=r"empty in row\(s\) 3"):
+        load_tweets(path, DataSpec(drop_empty=False))
+
+
+def test_missing_label_names_the_row(tmp_path) -> None:
+    path = write_rows(tmp_path / "t.csv", [("good", "Positive emotion"), ("bad", "")])
+    with pytest.raises(DataError, match=r"row 3 has no value"):
+        load_tweets(path)
+
+
+def test_chosen_labels_are_dropped(tiny_csv) -> None:
+    spec = DataSpec(drop_labels=["Negative emotion"])
+    data = load_tweets(tiny_csv, spec)
+    assert data.labels == ["No emotion toward brand or product", "Positive emotion"]
+    assert data.dropped["dropped labels"] == 20
+
+
+def test_missing_file_and_unsupported_type(tmp_path) -> None:
+    with pytest.raises(DataError, match="no such file"):
+        load_tweets(tmp_path / "nope.csv")
+    (tmp_path / "t.json").write_text("{}")
+    with pytest.raises(DataError, match="unsupported file type '.json'"):
+        load_tweets(tmp_path / "t.json")
+
+
+def test_csv_split_is_stratified(tiny_csv) -> None:
+    _, splits = load_splits(tiny_csv)
+    assert splits.sizes() == {"train": 48, "validation": 6, "test": 6}
+    assert splits.test["label"].value_counts().tolist() == [2, 2, 2]

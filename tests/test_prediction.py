@@ -1,0 +1,33 @@
+import pandas as pd
+import pytest
+
+from sentiment_api.engine import Classifier
+from sentiment_api.errors import DataError
+from sentiment_api.prediction import pick_text_column, predict_frame, write_table
+
+
+def test_predict_frame_adds_label_and_score_columns(trained_tiny_bert) -> None:
+    classifier = Classifier.load(trained_tiny_bert)
+    frame = pd.DataFrame({"Tweet": ["great app", float("nan"), "x " * 200], "id": [1, 2, 3]})
+    result = predict_frame(classifier, frame, "Tweet", batch_size=2, progress=False)
+    assert list(result["id"]) == [1, 2, 3]
+    assert result["truncated"].tolist() == [False, False, True]
+    score_columns = [f"score_{label}" for label in classifier.labels]
+    assert (result[score_columns].sum(axis=1) - 1).abs().max() < 1e-4
+    assert (result["score"] == result[score_columns].max(axis=1)).all()
+
+
+def test_text_column_is_guessed_or_named(tmp_path) -> None:
+    path = tmp_path / "x.csv"
+    assert pick_text_column(pd.DataFrame({"Tweet": []}), path, None) == "Tweet"
+    with pytest.raises(DataError, match="pass --text-column"):
+        pick_text_column(pd.DataFrame({"body": []}), path, None)
+
+
+def test_write_table_is_atomic_and_checks_the_suffix(tmp_path) -> None:
+    frame = pd.DataFrame({"a": [1]})
+    write_table(frame, tmp_path / "out.xlsx")
+    assert pd.read_excel(tmp_path / "out.xlsx")["a"].tolist() == [1]
+    with pytest.raises(DataError, match="unsupported output type"):
+        write_table(frame, tmp_path / "out.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.xlsx"]

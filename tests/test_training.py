@@ -1,0 +1,82 @@
+import json
+
+import numpy as np
+import pytest
+
+from sentiment_api.engine import Classifier
+from sentiment_api.errors import ConfigError
+from sentiment_api.model_card import ModelCard
+from sentiment_api.training import TrainingConfig, class_weights, train
+from tiny_models import LABELS
+
+
+def test_class_weights_follow_the_model_label_order() -> None:
+    # the earlier code reversed them and weighted the commonest label most
+    y = np.array([0] * 10 + [1] * 60 + [2] * 30)
+    weights = class_weights(LABELS, y)
+    assert weights.argmax() == 0 and weights.argmin() == 1
+    assert np.allclose(weights, [100 / 30, 100 / 180, 100 / 90])
+
+
+def test_class_weights_refuse_a_label_without_rows() -> None:
+    with pytest.raises(ConfigError, match="Positive emotion"):
+        class_weights(LABELS, np.array([0, 1, 1]))
+
+
+def test_tiny_bert_checkpoint_reloads_and_predicts(trained_tiny_bert) -> None:
+    files = {path.name for path in trained_tiny_bert.iterdir()}
+    assert {"config.json", "model.safetensors", "tokenizer.json", "model_card.json"} <= files
+    card = ModelCard.load(trained_tiny_bert)
+    assert card.labels == LABELS
+    assert card.normaliser == "legacy@1"
+    assert card.data["splits"] == {"train": 48, "validation": 6, "test": 6}
+    assert len(card.data["sha256"]) == 64
+    assert card.hyperparameters["epochs"] == 3 and len(card.training["history"]) == 3
+    assert 1 <= card.training["best_epoch"] <= 3
+    assert set(card.metrics) == {"validation", "test"}
+    assert {"torch", "transformers", "tokenizers"} <= set(card.versions)
+    assert abs(sum(card.label_shares.values()) - 1) < 1e-3
+    config = json.loads((trained_tiny_bert / "config.json").read_text())
+    assert config["id2label"] == {str(i): label for i, label in enumerate(LABELS)}
+
+    classifier = Classifier.load(trained_tiny_bert)
+    predictions = classifier.predict(["I LOVE the new ipad, awesome!", "worst app, it crashes"], top_k=3)
+    assert [sorted(p.labels) for p in predictions] == [LABELS, LABELS]
+    assert all(abs(sum(p.scores) - 1) < 1e-5 for p in predictions)
+    assert all(p.scores == sorted(p.scores, reverse=True) for p in predictions)
+
+
+def test_best_validation_epoch_is_the_one_saved(trained_tiny_bert) -> None:
+    card = ModelCard.load(trained_tiny_bert)
+    best = max(card.training["history"], key=lambda row: row["macro_f1"])
+    assert card.training["best_epoch"] == best["epoch"]
+    assert card.metrics["validation"]["macro_f1"] == best["macro_f1"]
+
+
+def test_tiny_roberta_trains_with_a_bpe_tokenizer(tiny_csv, tiny_roberta, tmp_path) -> None:
+    out = tmp_path / "roberta"
+    card = train(
+        tiny_csv,
+        out,
+        TrainingConfig(base_model=str(tiny_roberta), epochs=2, batch_size=8, learning_rate=5e-3),
+        progress=False,
+        log=lambda _: None,
+    )
+    assert card.pad_token_id == 1
+    prediction = Classifier.load(out).predict(["love it " * 100])[0]
+    assert prediction.label in LABELS
+    assert prediction.truncated  # 300 words exceed the tiny model's 64 positions
+
+
+def test_existing_output_is_not_overwritten_by_default(tiny_csv, tiny_bert, tmp_path) -> None:
+    (tmp_path / "out").mkdir()
+    with pytest.raises(ConfigError, match="--overwrite"):
+        train(tiny_csv, tmp_path / "out", TrainingConfig(base_model=str(tiny_bert)))
+
+
+def test_a_failed_run_leaves_no_output(tiny_csv, tmp_path) -> None:
+    from sentiment_api.errors import ModelError
+
+    with pytest.raises(ModelError, match="cannot load base model"):
+        train(tiny_csv, tmp_path / "out", TrainingConfig(base_model=str(tmp_path / "missing")))
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,118 @@
+"""Tiny Hugging Face models built from a config, with tokenizers trained on the spot.
+
+They stand in for hub models: the code under test loads them through the same
+``from_pretrained`` calls it uses for a hub id, from a local directory.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+LABELS = ["Negative emotion", "No emotion toward brand or product", "Positive emotion"]
+WORDS = {
+    "Negative emotion": "hate broken awful crash slow worst angry fail bug sad terrible".split(),
+    "No emotion toward brand or product": "store line party panel session map talk room".split(),
+    "Positive emotion": "love great awesome cool best happy amazing win nice fun".split(),
+}
+SHARED = "ipad iphone google apple sxsw austin app new launch today the a at with for".split()
+
+
+def labelled_rows(per_label: int = 20, seed: int = 0) -> list[tuple[str, str]]:
+    """Distinct tweets whose words give their label away, so a tiny model can learn something."""
+    rng = random.Random(seed)
+    rows = []
+    for i in range(per_label):
+        for label, words in WORDS.items():
+            picked = rng.sample(words, 3) + rng.sample(SHARED, 5)
+            rng.shuffle(picked)
+            rows.append((f"{' '.join(picked)} #{label.split()[0].lower()}{i}", label))
+    return rows
+
+
+def _texts() -> list[str]:
+    return [text for text, _ in labelled_rows(40)]
+
+
+def build_tiny_bert(directory: Path) -> Path:
+    """A 2-layer BERT with a WordPiece tokenizer."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors, trainers
+    from transformers import BertConfig, BertForSequenceClassification, PreTrainedTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.train_from_iterator(
+        _texts(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=special)
+    )
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[("[CLS]", 2), ("[SEP]", 3)],
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+    )
+    config = BertConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+    BertForSequenceClassification(config).save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory
+
+
+def build_tiny_roberta(directory: Path) -> Path:
+    """A 2-layer RoBERTa with a byte-level BPE tokenizer."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaForSequenceClassification
+
+    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.train_from_iterator(
+        _texts(),
+        trainers.BpeTrainer(
+            vocab_size=400,
+            special_tokens=special,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        ),
+    )
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        cls_token="<s>",
+        sep_token="</s>",
+        mask_token="<mask>",
+    )
+    config = RobertaConfig(
+        vocab_size=tokenizer.get_vocab_size(),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+        max_position_embeddings=66,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        type_vocab_size=1,
+    )
+    RobertaForSequenceClassification(config).save_pretrained(directory)
+    fast.save_pretrained(directory)
+    return directory
