@@ -47,7 +47,9 @@ def test_data_split_writes_the_splits(tiny_csv, tmp_path) -> None:
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     assert {name: s["rows"] for name, s in summary["splits"].items()} == {
-        "train": 48, "validation": 6, "test": 6
+        "train": 48,
+        "validation": 6,
+        "test": 6,
     }
     assert len(pd.read_csv(tmp_path / "splits" / "test.csv")) == 6
 
@@ -55,8 +57,19 @@ def test_data_split_writes_the_splits(tiny_csv, tmp_path) -> None:
 def test_train_evaluate_predict_round_trip(tiny_csv, tiny_bert, tmp_path) -> None:
     model = tmp_path / "model"
     trained = run(
-        "train", tiny_csv, "--out", model, "--base-model", tiny_bert, "--epochs", "1",
-        "--batch-size", "8", "--learning-rate", "0.005", "--no-progress",
+        "train",
+        tiny_csv,
+        "--out",
+        model,
+        "--base-model",
+        tiny_bert,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--learning-rate",
+        "0.005",
+        "--no-progress",
     )
     assert trained.returncode == 0, trained.stderr
     assert "validation:" in trained.stdout and "macro_f1" in trained.stdout
@@ -86,8 +99,14 @@ def test_train_evaluate_predict_round_trip(tiny_csv, tiny_bert, tmp_path) -> Non
 
 def test_predict_names_a_missing_text_column(trained_tiny_bert, tiny_csv, tmp_path) -> None:
     result = run(
-        "predict", trained_tiny_bert, "--input", tiny_csv, "--text-column", "body",
-        "--output", tmp_path / "o.csv",
+        "predict",
+        trained_tiny_bert,
+        "--input",
+        tiny_csv,
+        "--text-column",
+        "body",
+        "--output",
+        tmp_path / "o.csv",
     )
     assert result.returncode == 1
     assert "no column 'body'" in result.stderr

@@ -56,7 +56,7 @@ def test_a_dropped_row_does_not_knock_out_later_rows() -> None:
 
 
 def test_missing_column_is_named(tiny_csv) -> None:
-    with pytest.raises(DataError, match="no column 'tweet'.*columns: tweet_text"):
+    with pytest.raises(DataError, match=r"no column 'tweet'.*columns: tweet_text"):
         load_tweets(tiny_csv, DataSpec(text_column="tweet"))
 
 
@@ -96,7 +96,7 @@ def test_missing_file_and_unsupported_type(tmp_path) -> None:
     with pytest.raises(DataError, match="no such file"):
         load_tweets(tmp_path / "nope.csv")
     (tmp_path / "t.json").write_text("{}")
-    with pytest.raises(DataError, match="unsupported file type '.json'"):
+    with pytest.raises(DataError, match=r"unsupported file type '\.json'"):
         load_tweets(tmp_path / "t.json")
 
 

@@ -10,8 +10,8 @@ from sentiment_api.text import DEFAULT_NORMALISER, get_normaliser
         ("I LOVE my #iPad!", "i love my #ipad!"),
         ("@mention Great app http://t.co/x {link}", "great app"),
         ("RT .@Apple. store &amp; line www.apple.com", "rt  store & line"),
-        ("Caf\u00e9 \U0001F600 emoji \u2014 dash", "caf  emoji  dash"),
-        ("&quot;quoted&quot; &lt;3", "\"quoted\" 3"),
+        ("Caf\u00e9 \U0001f600 emoji \u2014 dash", "caf  emoji  dash"),
+        ("&quot;quoted&quot; &lt;3", '"quoted" 3'),
         ("   ", ""),
     ],
 )

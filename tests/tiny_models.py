@@ -11,11 +11,11 @@ from pathlib import Path
 
 LABELS = ["Negative emotion", "No emotion toward brand or product", "Positive emotion"]
 WORDS = {
-    "Negative emotion": "hate broken awful crash slow worst angry fail bug sad terrible".split(),
-    "No emotion toward brand or product": "store line party panel session map talk room".split(),
-    "Positive emotion": "love great awesome cool best happy amazing win nice fun".split(),
+    "Negative emotion": "hate broken awful crash slow worst angry fail bug sad terrible".split(),  # noqa: SIM905
+    "No emotion toward brand or product": "store line party panel session map talk room".split(),  # noqa: SIM905
+    "Positive emotion": "love great awesome cool best happy amazing win nice fun".split(),  # noqa: SIM905
 }
-SHARED = "ipad iphone google apple sxsw austin app new launch today the a at with for".split()
+SHARED = "ipad iphone google apple sxsw austin app new launch today the a at with for".split()  # noqa: SIM905
 
 
 def labelled_rows(per_label: int = 20, seed: int = 0) -> list[tuple[str, str]]:
@@ -43,9 +43,7 @@ def build_tiny_bert(directory: Path) -> Path:
     tokenizer = Tokenizer(models.WordPiece(unk_token="[UNK]"))
     tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
     tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.train_from_iterator(
-        _texts(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=special)
-    )
+    tokenizer.train_from_iterator(_texts(), trainers.WordPieceTrainer(vocab_size=300, special_tokens=special))
     tokenizer.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]",
         pair="[CLS] $A [SEP] $B [SEP]",

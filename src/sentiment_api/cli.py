@@ -151,9 +151,7 @@ def train(
         threads=threads,
     )
     spec = _spec(sheet, text_column, label_column, label, drop_label, normaliser, split_seed)
-    card = run_training(
-        data, out, config, spec, progress=progress, overwrite=overwrite, log=_stderr
-    )
+    card = run_training(data, out, config, spec, progress=progress, overwrite=overwrite, log=_stderr)
     for split in ("validation", "test"):
         typer.echo(format_report(card.metrics[split], f"{split}:"))
     typer.echo(f"saved {out} (best epoch {card.training['best_epoch']}, {card.training['seconds']} s)")
@@ -213,6 +211,78 @@ def predict(
     )
     shares = result["label"].value_counts().to_dict()
     typer.echo(f"wrote {len(result)} rows to {output}; labels {shares}")
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint directory.")],
+    out: Annotated[Path, typer.Option(help="Model package directory to create.")],
+    data: Annotated[Path, typer.Option(help="The labelled file, for the accuracy gate.")],
+    variant: Annotated[str, typer.Option(help="onnx, onnx-optimised or onnx-int8.")] = "onnx-int8",
+    max_probability_diff: Annotated[float, typer.Option(help="Gate: ONNX vs PyTorch.")] = 1e-4,
+    min_label_agreement: Annotated[float, typer.Option(help="Gate: int8 vs fp32.")] = 0.98,
+    max_macro_f1_drop: Annotated[float, typer.Option(help="Gate: int8 vs fp32.")] = 0.01,
+    accept_gate_failure: Annotated[
+        bool, typer.Option(help="Package a model that failed the gate (recorded in its card).")
+    ] = False,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+) -> None:
+    """Export a checkpoint to ONNX, fuse and quantise it, check its accuracy, write a package."""
+    from .export import GateThresholds, build_package
+
+    thresholds = GateThresholds(
+        max_probability_diff=max_probability_diff,
+        min_label_agreement=min_label_agreement,
+        max_macro_f1_drop=max_macro_f1_drop,
+    )
+    card = build_package(
+        checkpoint,
+        out,
+        data,
+        variant=variant,
+        thresholds=thresholds,
+        accept_gate_failure=accept_gate_failure,
+        overwrite=overwrite,
+        log=_stderr,
+    )
+    figures = {k: v for k, v in card.gate.items() if k not in ("thresholds", "failures")}
+    typer.echo(f"gate: {json.dumps(figures)}")
+    test = card.metrics["test"]
+    typer.echo(
+        f"wrote {out} ({card.variant}, {card.package['size_bytes'] / 1e6:.1f} MB); test accuracy "
+        f"{test['accuracy']:.4f} balanced accuracy {test['balanced_accuracy']:.4f} "
+        f"macro-F1 {test['macro_f1']:.4f}"
+    )
+
+
+@app.command()
+def bench(
+    model: Annotated[Path, typer.Argument(help="Checkpoint (all variants) or package (itself).")],
+    data: Annotated[Path, typer.Option(help="The labelled file; its test split is timed.")],
+    out: Annotated[Path, typer.Option(help="Directory for bench.json, bench.md, bench.png.")],
+    threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 2,
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported.")] = 5,
+    speed_only: Annotated[
+        bool, typer.Option(help="Skip accuracy (for models with random weights).")
+    ] = False,
+    quantisation: Annotated[str, typer.Option(help="int8 scheme: hybrid or dynamic.")] = "hybrid",
+) -> None:
+    """Accuracy, throughput, latency, size and memory of every variant; table, JSON and chart."""
+    from .bench import format_table, run_bench, write_bench
+
+    result = run_bench(
+        model,
+        data,
+        threads=threads,
+        batch_size=batch_size,
+        repeats=repeats,
+        speed_only=speed_only,
+        scheme=quantisation,
+        log=_stderr,
+    )
+    write_bench(result, out)
+    typer.echo(format_table(result))
 
 
 def _stderr(message: str) -> None:

@@ -234,9 +234,7 @@ def split_tweets(data: PreparedData, spec: DataSpec | None = None) -> Splits:
         train, held = train_test_split(
             frame, test_size=spec.holdout, random_state=spec.seed, stratify=frame[LABEL]
         )
-        validation, test = train_test_split(
-            held, test_size=0.5, random_state=spec.seed, stratify=held[LABEL]
-        )
+        validation, test = train_test_split(held, test_size=0.5, random_state=spec.seed, stratify=held[LABEL])
     except ValueError as exc:
         raise DataError(f"{data.source}: cannot split stratified: {exc}") from exc
     return Splits(*(part.reset_index(drop=True) for part in (train, validation, test)))

@@ -19,6 +19,8 @@ from .model_card import ModelCard
 from .text import get_normaliser
 from .tokenization import Encoded, TweetTokenizer, length_buckets
 
+ONNX_FILE = "model.onnx"
+
 
 class Backend(Protocol):
     """Runs the network: token ids and mask in, one row of logits per text out."""
@@ -85,6 +87,45 @@ class TorchBackend:
         return output.logits.float().numpy()
 
 
+class OnnxBackend:
+    """An ONNX Runtime session on the CPU, with its options set deliberately.
+
+    - ``intra_op_num_threads``: the cores this process may use (default: all); one inter-op thread
+      and sequential execution, since a transformer graph is one chain of large ops.
+    - full graph optimisation, so ONNX Runtime's own fusions run on top of the exported graph.
+    - the CPU memory arena on, memory patterns off: patterns only pay for fixed shapes, and length
+      bucketing makes every batch a new shape.
+    - ``spin``: worker threads spin between ops, which shortens latency at the cost of CPU while
+      idle; a server that shares cores with other work can turn it off.
+    """
+
+    def __init__(self, path: Path, threads: int | None = None, spin: bool = True) -> None:
+        import os
+
+        from .errors import require
+
+        ort: Any = require("onnxruntime", "serve")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads or os.cpu_count() or 1
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.enable_cpu_mem_arena = True
+        options.enable_mem_pattern = False
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise ModelError(f"{path}: cannot load the ONNX model: {exc}") from exc
+        self.input_names = {node.name for node in self.session.get_inputs()}
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if "token_type_ids" in self.input_names:
+            feeds["token_type_ids"] = np.zeros_like(input_ids)
+        return np.asarray(self.session.run(None, feeds)[0], dtype=np.float32)
+
+
 class Classifier:
     """Normalise, tokenise, run a backend in length-bucketed batches, and turn logits into scores."""
 
@@ -96,12 +137,22 @@ class Classifier:
         self.normalise = get_normaliser(card.normaliser)
 
     @classmethod
-    def load(cls, directory: Path, threads: int | None = None) -> Classifier:
-        """Load a model directory: its card, its tokenizer and the runtime its files call for."""
+    def load(cls, directory: Path, threads: int | None = None, spin: bool = True) -> Classifier:
+        """Load a model directory: its card, its tokenizer and the runtime its files call for.
+
+        A package with ``model.onnx`` runs on ONNX Runtime (no torch needed); a training
+        checkpoint runs on PyTorch.
+        """
         directory = Path(directory)
         card = ModelCard.load(directory)
         tokenizer = TweetTokenizer.from_file(directory, card.max_length, card.pad_token_id)
-        return cls(TorchBackend.load(directory, threads), tokenizer, card)
+        onnx_file = directory / ONNX_FILE
+        backend: Backend
+        if onnx_file.is_file():
+            backend = OnnxBackend(onnx_file, threads, spin)
+        else:
+            backend = TorchBackend.load(directory, threads)
+        return cls(backend, tokenizer, card)
 
     def probabilities_of_clean(
         self, texts: Sequence[str], batch_size: int = 64
@@ -120,9 +171,7 @@ class Classifier:
         probabilities, encoded = self.probabilities_of_clean(clean, batch_size)
         return self.rank(probabilities, encoded.truncated, top_k)
 
-    def rank(
-        self, probabilities: np.ndarray, truncated: Sequence[bool], top_k: int = 1
-    ) -> list[Prediction]:
+    def rank(self, probabilities: np.ndarray, truncated: Sequence[bool], top_k: int = 1) -> list[Prediction]:
         """Turn rows of probabilities into predictions with the ``top_k`` labels, best first."""
         top_k = max(1, min(top_k, len(self.labels)))
         order = np.argsort(-probabilities, axis=1, kind="stable")[:, :top_k]

@@ -24,6 +24,10 @@ class ConfigError(SentimentError):
     """An option or setting has a value that cannot work."""
 
 
+class GateError(SentimentError):
+    """An exported or quantised model lost accuracy beyond what the accuracy gate allows."""
+
+
 class DependencyError(SentimentError):
     """An optional dependency (an install extra) is missing."""
 

@@ -11,9 +11,7 @@ import numpy as np
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
-def compute_metrics(
-    y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]
-) -> dict[str, Any]:
+def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
     """Accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
     from sklearn.metrics import (
         accuracy_score,
@@ -52,9 +50,7 @@ def format_report(metrics: dict[str, Any], title: str = "") -> str:
     """A plain-text table of the headline metrics and the per-class scores."""
     width = max(len(label) for label in metrics["per_class"]) + 2
     lines = [title] if title else []
-    lines.append(
-        "  ".join(f"{name} {metrics[name]:.4f}" for name in HEADLINE) + f"  (n={metrics['n']})"
-    )
+    lines.append("  ".join(f"{name} {metrics[name]:.4f}" for name in HEADLINE) + f"  (n={metrics['n']})")
     lines.append(f"{'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
     for label, row in metrics["per_class"].items():
         lines.append(
@@ -86,7 +82,10 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: Path, title: str = "") 
         for j in range(len(labels)):
             colour = "white" if shares[i, j] > 0.5 else "black"
             axes.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", color=colour)
-    headline = f"acc {metrics['accuracy']:.3f} · bal-acc {metrics['balanced_accuracy']:.3f} · macro-F1 {metrics['macro_f1']:.3f}"
+    headline = (
+        f"acc {metrics['accuracy']:.3f} · bal-acc {metrics['balanced_accuracy']:.3f} · "
+        f"macro-F1 {metrics['macro_f1']:.3f}"
+    )
     axes.set_title(f"{title}\n{headline}" if title else headline, fontsize=10)
     figure.tight_layout()
     path = Path(path)

@@ -44,6 +44,15 @@ class ModelCard(BaseModel):
         default_factory=dict, description="Metrics by split name (validation, test)."
     )
     training: dict[str, Any] = Field(default_factory=dict, description="Epoch history and time.")
+    package: dict[str, Any] = Field(
+        default_factory=dict, description="ONNX file, sha256, size, opset, runtime version, fusions."
+    )
+    gate: dict[str, Any] = Field(
+        default_factory=dict, description="Accuracy-gate thresholds, figures, verdict, override."
+    )
+    source: dict[str, Any] = Field(
+        default_factory=dict, description="The checkpoint a package was exported from, its metrics."
+    )
     versions: dict[str, str] = Field(default_factory=dict, description="Library versions used.")
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 

@@ -197,9 +197,7 @@ def train(
 
     def evaluate(split: str) -> dict[str, Any]:
         frame = getattr(splits, split)
-        probabilities, _ = classifier.probabilities_of_clean(
-            frame[TEXT].tolist(), config.eval_batch_size
-        )
+        probabilities, _ = classifier.probabilities_of_clean(frame[TEXT].tolist(), config.eval_batch_size)
         predicted = [labels[i] for i in probabilities.argmax(axis=1)]
         return compute_metrics(frame[LABEL].tolist(), predicted, labels)
 

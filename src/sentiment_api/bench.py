@@ -1,0 +1,256 @@
+"""The benchmark table: accuracy, speed, latency, size and memory of every variant of a model.
+
+Each variant runs in a fresh process (so its peak memory is its own), warms up first, then repeats
+each measurement and reports the median. Results come out as JSON, Markdown and a PNG chart.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import platform
+import resource
+import shutil
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .data import LABEL, TEXT, DataSpec, load_splits
+from .engine import ONNX_FILE
+from .model_card import ModelCard, write_text_atomic
+
+ALL_VARIANTS = ("pytorch", "onnx", "onnx-optimised", "onnx-int8")
+
+
+def describe_machine(threads: int) -> dict[str, Any]:
+    """CPU model, cores, vector extensions and library versions, for the record."""
+    from .model_card import library_versions
+
+    cpu, flags = platform.processor() or "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "threads": threads,
+        "vector_extensions": sorted(f for f in flags if f.startswith(("avx512_vnni", "avx_vnni", "amx")))
+        or sorted(f for f in flags if f.startswith("avx2")),
+        "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
+        "python": platform.python_version(),
+        "versions": library_versions("onnxruntime", "torch", "tokenizers", "sentiment-api"),
+    }
+
+
+def model_size(directory: Path) -> int:
+    """Bytes of the weights file of a package or checkpoint."""
+    for name in (ONNX_FILE, "model.safetensors", "pytorch_model.bin"):
+        if (directory / name).is_file():
+            return (directory / name).stat().st_size
+    return 0
+
+
+def measure_variant(
+    directory: str,
+    texts: list[str],
+    truth: list[str] | None,
+    threads: int,
+    batch_size: int,
+    repeats: int,
+) -> dict[str, Any]:
+    """Runs in a child process: load one variant, warm up, time batched and batch-1 passes."""
+    from .engine import Classifier
+    from .evaluation import compute_metrics
+
+    classifier = Classifier.load(Path(directory), threads=threads)
+    classifier.probabilities_of_clean(texts, batch_size)  # warm-up: arenas, kernels, caches
+    for text in texts[:32]:
+        classifier.probabilities_of_clean([text])
+
+    batched: list[float] = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        probabilities, _ = classifier.probabilities_of_clean(texts, batch_size)
+        batched.append(time.perf_counter() - start)
+
+    single_passes: list[float] = []
+    latencies: list[float] = []
+    for _ in range(max(1, repeats // 2)):
+        start_pass = time.perf_counter()
+        for text in texts:
+            start = time.perf_counter()
+            classifier.probabilities_of_clean([text])
+            latencies.append(time.perf_counter() - start)
+        single_passes.append(time.perf_counter() - start_pass)
+
+    result: dict[str, Any] = {
+        "total_seconds": statistics.median(batched),
+        "batched_per_second": len(texts) / statistics.median(batched),
+        "batch1_per_second": len(texts) / statistics.median(single_passes),
+        "latency_p50_ms": float(np.percentile(latencies, 50) * 1000),
+        "latency_p99_ms": float(np.percentile(latencies, 99) * 1000),
+        "peak_memory_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+    if truth is not None:
+        predicted = [classifier.labels[i] for i in probabilities.argmax(axis=1)]
+        metrics = compute_metrics(truth, predicted, classifier.labels)
+        result.update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
+    return result
+
+
+def _in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(1) as pool:
+        return pool.apply(function, args)
+
+
+def prepare_variants(
+    target: Path, work: Path, scheme: str, log: Callable[[str], None]
+) -> dict[str, Path]:
+    """Model directories per variant: a checkpoint yields all four; a package only itself."""
+    from .export import export_variants
+    from .tokenization import TOKENIZER_FILE
+
+    card = ModelCard.load(target)
+    if card.variant != "pytorch":
+        return {card.variant: target}
+    variants = {"pytorch": target}
+    paths, _ = export_variants(target, work, "onnx-int8", scheme, log)
+    for variant, path in paths.items():
+        package = work / variant
+        package.mkdir()
+        shutil.move(str(path), package / ONNX_FILE)
+        shutil.copy2(target / TOKENIZER_FILE, package / TOKENIZER_FILE)
+        card.model_copy(update={"variant": variant}).save(package)
+        variants[variant] = package
+    return variants
+
+
+def run_bench(
+    target: Path,
+    data_path: Path,
+    *,
+    threads: int = 2,
+    batch_size: int = 64,
+    repeats: int = 5,
+    speed_only: bool = False,
+    scheme: str = "hybrid",
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Measure every variant of ``target`` on the test split of ``data_path``."""
+    card = ModelCard.load(target)
+    spec = DataSpec.model_validate(card.data.get("spec", {}))
+    _, splits = load_splits(data_path, spec)
+    texts = splits.test[TEXT].tolist()
+    truth = None if speed_only else splits.test[LABEL].tolist()
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="sentiment-bench-") as work:
+        variants = prepare_variants(Path(target), Path(work), scheme, log)
+        for index, (variant, directory) in enumerate(variants.items(), start=1):
+            log(f"[{index}/{len(variants)}] measuring {variant}")
+            row = _in_child(
+                measure_variant, str(directory), texts, truth, threads, batch_size, repeats
+            )
+            rows.append({"variant": variant, "size_mb": model_size(directory) / 1e6, **row})
+    baseline = next((r for r in rows if r["variant"] == "pytorch"), None)
+    for row in rows:
+        row["improvement"] = baseline["total_seconds"] / row["total_seconds"] if baseline else None
+    return {
+        "model": str(target),
+        "base_model": card.base_model,
+        "speed_only": speed_only,
+        "tweets": len(texts),
+        "batch_size": batch_size,
+        "repeats": repeats,
+        "quantisation": scheme,
+        "date": datetime.now(UTC).date().isoformat(),
+        "machine": describe_machine(threads),
+        "rows": rows,
+    }
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """The benchmark as a Markdown table."""
+    columns = [
+        ("variant", "variant", "{}"),
+        ("accuracy", "accuracy", "{:.4f}"),
+        ("macro_f1", "macro-F1", "{:.4f}"),
+        ("total_seconds", "total s", "{:.3f}"),
+        ("improvement", "improvement", "{:.1f}×"),
+        ("batched_per_second", "tweets/s batched", "{:.0f}"),
+        ("batch1_per_second", "tweets/s batch 1", "{:.0f}"),
+        ("latency_p50_ms", "p50 ms", "{:.2f}"),
+        ("latency_p99_ms", "p99 ms", "{:.2f}"),
+        ("size_mb", "size MB", "{:.1f}"),
+        ("peak_memory_mb", "peak RSS MB", "{:.0f}"),
+    ]
+    lines = [
+        "| " + " | ".join(title for _, title, _ in columns) + " |",
+        "|" + "---|" * len(columns),
+    ]
+    for row in result["rows"]:
+        cells = [
+            "—" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in columns
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    machine = result["machine"]
+    lines.append("")
+    lines.append(
+        f"{result['tweets']} test tweets, batch {result['batch_size']}, {machine['threads']} threads, "
+        f"median of {result['repeats']} repeats after warm-up; {machine['cpu']}, {machine['cores']} cores "
+        f"({', '.join(machine['vector_extensions'])}); {result['date']}. "
+        "total s: the whole test split batched; improvement: PyTorch total / variant total."
+    )
+    return "\n".join(lines)
+
+
+def plot_bench(result: dict[str, Any], path: Path) -> Path:
+    """Bars of throughput (batched and batch 1) and size per variant, as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    names = [row["variant"] for row in rows]
+    positions = np.arange(len(rows))
+    figure, (speed, size) = plt.subplots(1, 2, figsize=(10, 4), dpi=120)
+    speed.bar(positions - 0.2, [r["batched_per_second"] for r in rows], 0.4, label="batched")
+    speed.bar(positions + 0.2, [r["batch1_per_second"] for r in rows], 0.4, label="batch 1")
+    speed.set_xticks(positions, names, rotation=15)
+    speed.set_ylabel("tweets per second")
+    speed.legend()
+    speed.set_title("throughput")
+    size.bar(positions, [r["size_mb"] for r in rows], 0.5, color="tab:gray")
+    size.set_xticks(positions, names, rotation=15)
+    size.set_ylabel("MB")
+    size.set_title("model size")
+    figure.suptitle(f"{Path(result['model']).name} on {result['machine']['cpu']}", fontsize=10)
+    figure.tight_layout()
+    temporary = Path(path).with_name(f".{Path(path).name}.tmp")
+    figure.savefig(temporary, format="png")
+    plt.close(figure)
+    temporary.replace(path)
+    return Path(path)
+
+
+def write_bench(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
+    """bench.json, bench.md and bench.png in ``out_dir``."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out_dir / "bench.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out_dir / "bench.md", format_table(result) + "\n")
+    plot_bench(result, out_dir / "bench.png")
+    return {name: out_dir / f"bench.{name}" for name in ("json", "md", "png")}

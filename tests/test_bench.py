@@ -1,0 +1,34 @@
+import json
+
+from sentiment_api.bench import format_table, run_bench, write_bench
+
+
+def test_bench_measures_every_variant_of_a_checkpoint(trained_tiny_bert, tiny_csv, tmp_path) -> None:
+    result = run_bench(trained_tiny_bert, tiny_csv, threads=1, batch_size=4, repeats=2, log=lambda _: None)
+    rows = {row["variant"]: row for row in result["rows"]}
+    assert list(rows) == ["pytorch", "onnx", "onnx-optimised", "onnx-int8"]
+    assert rows["pytorch"]["improvement"] == 1.0
+    for row in rows.values():
+        assert 0 <= row["accuracy"] <= 1 and row["batched_per_second"] > 0
+        assert row["latency_p99_ms"] >= row["latency_p50_ms"] > 0
+        assert row["peak_memory_mb"] > 10 and row["size_mb"] > 0
+    assert rows["onnx"]["accuracy"] == rows["pytorch"]["accuracy"]
+    assert rows["onnx-int8"]["size_mb"] < rows["onnx"]["size_mb"]
+    assert result["machine"]["threads"] == 1 and result["machine"]["cores"] >= 1
+
+    files = write_bench(result, tmp_path / "bench")
+    assert json.loads(files["json"].read_text())["rows"][0]["variant"] == "pytorch"
+    assert files["png"].read_bytes()[:4] == b"\x89PNG"
+    table = format_table(result)
+    assert table.splitlines()[0].startswith("| variant | accuracy | macro-F1 | total s | improvement")
+    assert len([line for line in table.splitlines() if line.startswith("| onnx")]) == 3
+
+
+def test_speed_only_bench_of_a_package_skips_accuracy(trained_tiny_bert, tiny_csv, tmp_path) -> None:
+    from sentiment_api.export import build_package
+
+    build_package(trained_tiny_bert, tmp_path / "p", tiny_csv, log=lambda _: None)
+    result = run_bench(tmp_path / "p", tiny_csv, threads=1, repeats=1, speed_only=True, log=lambda _: None)
+    assert [row["variant"] for row in result["rows"]] == ["onnx-int8"]
+    assert "accuracy" not in result["rows"][0] and result["rows"][0]["improvement"] is None
+    assert "—" in format_table(result)

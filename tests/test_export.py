@@ -1,0 +1,112 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sentiment_api.engine import Classifier, OnnxBackend
+from sentiment_api.errors import ConfigError, GateError
+from sentiment_api.export import GateThresholds, build_package, run_gate
+from sentiment_api.model_card import ModelCard
+
+LABELS = ["a", "b", "c"]
+
+
+def test_int8_package_has_model_tokenizer_and_extended_card(trained_tiny_bert, tiny_csv, tmp_path) -> None:
+    out = tmp_path / "package"
+    card = build_package(trained_tiny_bert, out, tiny_csv, log=lambda _: None)
+    assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model_card.json", "tokenizer.json"]
+    assert [p.name for p in tmp_path.iterdir()] == ["package"]  # no staging directory left
+    saved = ModelCard.load(out)
+    assert saved.variant == "onnx-int8" and card.variant == "onnx-int8"
+    assert saved.package["size_bytes"] == (out / "model.onnx").stat().st_size
+    assert len(saved.package["sha256"]) == 64 and saved.package["opset"] == 17
+    assert saved.package["fusions"]["Attention"] == 2  # both tiny layers fused
+    assert saved.gate["passed"] and not saved.gate["override"]
+    assert saved.gate["onnx_vs_pytorch_max_probability_diff"] <= 1e-4
+    assert saved.source["metrics"]["test"]["n"] == 6
+    assert set(saved.metrics) == {"validation", "test"}
+    assert isinstance(Classifier.load(out).backend, OnnxBackend)
+
+
+@pytest.mark.parametrize("variant", ["onnx", "onnx-optimised"])
+def test_each_variant_can_be_produced_alone(trained_tiny_bert, tiny_csv, tmp_path, variant) -> None:
+    card = build_package(trained_tiny_bert, tmp_path / variant, tiny_csv, variant=variant, log=lambda _: None)
+    assert card.variant == variant
+    assert "int8_vs_fp32_label_agreement" not in card.gate
+    torch_model = Classifier.load(trained_tiny_bert)
+    onnx_model = Classifier.load(tmp_path / variant)
+    texts = ["love the new ipad", "worst app crash ever " * 4, "panel at the store"]
+    difference = np.abs(
+        torch_model.probabilities_of_clean(texts)[0] - onnx_model.probabilities_of_clean(texts)[0]
+    )
+    assert difference.max() <= 1e-4
+
+
+def test_roberta_exports_too(tiny_csv, tiny_roberta, tmp_path) -> None:
+    from sentiment_api.training import TrainingConfig, train
+
+    checkpoint = tmp_path / "checkpoint"
+    train(
+        tiny_csv,
+        checkpoint,
+        TrainingConfig(base_model=str(tiny_roberta), epochs=1, batch_size=8),
+        progress=False,
+        log=lambda _: None,
+    )
+    card = build_package(checkpoint, tmp_path / "package", tiny_csv, log=lambda _: None)
+    assert card.gate["onnx_vs_pytorch_max_probability_diff"] <= 1e-4
+    assert Classifier.load(tmp_path / "package").predict(["love it"])[0].label in card.labels
+
+
+def test_gate_failure_refuses_the_package_unless_overridden(trained_tiny_bert, tiny_csv, tmp_path) -> None:
+    impossible = GateThresholds(min_label_agreement=1.01)
+    with pytest.raises(GateError, match=r"int8 agrees with fp32 on 100\.00% .* < 101%"):
+        build_package(trained_tiny_bert, tmp_path / "p", tiny_csv, thresholds=impossible, log=lambda _: None)
+    assert list(tmp_path.iterdir()) == []
+    card = build_package(
+        trained_tiny_bert,
+        tmp_path / "p",
+        tiny_csv,
+        thresholds=impossible,
+        accept_gate_failure=True,
+        log=lambda _: None,
+    )
+    assert card.gate["override"] and not card.gate["passed"]
+    assert json.loads((tmp_path / "p" / "model_card.json").read_text())["gate"]["override"] is True
+
+
+def test_gate_figures() -> None:
+    truth = ["a", "b", "c", "a"]
+    pytorch = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
+    drifted = pytorch + np.array([[0, 0, 0], [0, 0, 0], [0, 0, 0], [-0.2, 0.2, 0.0]])
+    gate = run_gate(
+        {"pytorch": pytorch, "onnx": pytorch + 1e-6, "onnx-int8": drifted}, truth, LABELS, GateThresholds()
+    )
+    assert gate["int8_vs_fp32_label_agreement"] == 0.75
+    assert gate["int8_macro_f1_drop"] > 0.01
+    assert not gate["passed"] and len(gate["failures"]) == 2
+    assert run_gate({"pytorch": pytorch, "onnx": pytorch + 1e-3}, truth, LABELS, GateThresholds())[
+        "failures"
+    ] == ["onnx differs from PyTorch by 1.00e-03 in probability > 1e-04"]
+
+
+def test_unknown_variant_is_refused(trained_tiny_bert, tiny_csv, tmp_path) -> None:
+    with pytest.raises(ConfigError, match="unknown variant 'fp16'"):
+        build_package(trained_tiny_bert, tmp_path / "p", tiny_csv, variant="fp16", log=lambda _: None)
+
+
+def test_export_command_exits_non_zero_with_the_figures(trained_tiny_bert, tiny_csv, tmp_path) -> None:
+    result = subprocess.run(
+        [
+            sys.executable, "-m", "sentiment_api", "export", str(trained_tiny_bert),
+            "--out", str(tmp_path / "p"), "--data", str(tiny_csv), "--max-macro-f1-drop", "-1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert "accuracy gate failed: int8 validation macro-F1" in result.stderr
+    assert "--accept-gate-failure" in result.stderr
