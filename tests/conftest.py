@@ -57,7 +57,7 @@ def trained_tiny_bert(tiny_csv: Path, tiny_bert: Path, tmp_path_factory: pytest.
     train(
         tiny_csv,
         out,
-        TrainingConfig(base_model=str(tiny_bert), epochs=3, batch_size=8, learning_rate=5e-3),
+        TrainingConfig(base_model=str(tiny_bert), epochs=3, batch_size=8, learning_rate=5e-3, average_last=2),
         progress=False,
         log=lambda _: None,
     )

@@ -116,9 +116,7 @@ def _in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, 
         return pool.apply(function, args)
 
 
-def prepare_variants(
-    target: Path, work: Path, scheme: str, log: Callable[[str], None]
-) -> dict[str, Path]:
+def prepare_variants(target: Path, work: Path, scheme: str, log: Callable[[str], None]) -> dict[str, Path]:
     """Model directories per variant: a checkpoint yields all four; a package only itself."""
     from .export import export_variants
     from .tokenization import TOKENIZER_FILE
@@ -160,9 +158,7 @@ def run_bench(
         variants = prepare_variants(Path(target), Path(work), scheme, log)
         for index, (variant, directory) in enumerate(variants.items(), start=1):
             log(f"[{index}/{len(variants)}] measuring {variant}")
-            row = _in_child(
-                measure_variant, str(directory), texts, truth, threads, batch_size, repeats
-            )
+            row = _in_child(measure_variant, str(directory), texts, truth, threads, batch_size, repeats)
             rows.append({"variant": variant, "size_mb": model_size(directory) / 1e6, **row})
     baseline = next((r for r in rows if r["variant"] == "pytorch"), None)
     for row in rows:
@@ -201,9 +197,7 @@ def format_table(result: dict[str, Any]) -> str:
         "|" + "---|" * len(columns),
     ]
     for row in result["rows"]:
-        cells = [
-            "—" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in columns
-        ]
+        cells = ["—" if row.get(key) is None else fmt.format(row[key]) for key, _, fmt in columns]
         lines.append("| " + " | ".join(cells) + " |")
     machine = result["machine"]
     lines.append("")

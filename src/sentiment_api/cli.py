@@ -120,6 +120,9 @@ def train(
     max_length: Annotated[int, typer.Option(min=8)] = 128,
     label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99)] = 0.0,
     class_weights: Annotated[bool, typer.Option(help="Inverse-frequency loss weights.")] = True,
+    average_last: Annotated[
+        int, typer.Option(min=1, help="Try the average of the last N epochs' weights.")
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
@@ -147,6 +150,7 @@ def train(
         max_length=max_length,
         label_smoothing=label_smoothing,
         class_weights=class_weights,
+        average_last=average_last,
         seed=seed,
         threads=threads,
     )
@@ -263,9 +267,7 @@ def bench(
     threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 2,
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported.")] = 5,
-    speed_only: Annotated[
-        bool, typer.Option(help="Skip accuracy (for models with random weights).")
-    ] = False,
+    speed_only: Annotated[bool, typer.Option(help="Skip accuracy (for models with random weights).")] = False,
     quantisation: Annotated[str, typer.Option(help="int8 scheme: hybrid or dynamic.")] = "hybrid",
 ) -> None:
     """Accuracy, throughput, latency, size and memory of every variant; table, JSON and chart."""
