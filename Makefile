@@ -4,10 +4,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/nlp_data.xlsx
 EXTRAS ?= export,dev
+DEFAULT_TRAIN_ARGS ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 
-.PHONY: install test lint train evaluate clean
+.PHONY: install test lint train evaluate default-model bench bench-roberta clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +33,19 @@ train: $(STAMP) ## train the default configuration on the reference data into ru
 
 evaluate: $(STAMP) ## evaluate runs/minilm on the reference test split
 	$(BIN)/sentiment-api evaluate runs/minilm --data $(DATA) --out runs/minilm/evaluation
+
+default-model: $(STAMP) ## train the default settings, export int8 behind the gate, write the shipped package
+	$(BIN)/sentiment-api train $(DATA) --out runs/default-checkpoint --overwrite $(DEFAULT_TRAIN_ARGS)
+	$(BIN)/sentiment-api export runs/default-checkpoint --data $(DATA) \
+		--out src/sentiment_api/models/default --overwrite
+
+bench: $(STAMP) ## benchmark every variant of the default checkpoint (runs/default-checkpoint)
+	$(BIN)/sentiment-api bench runs/default-checkpoint --data $(DATA) --out runs/bench/default
+
+bench-roberta: $(STAMP) ## speed and size of a RoBERTa-base-shaped model with random weights
+	$(BIN)/python scripts/build_random_roberta.py $(DATA) runs/random-roberta-base
+	$(BIN)/sentiment-api bench runs/random-roberta-base --data $(DATA) --out runs/bench/roberta \
+		--speed-only --repeats 3
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -1,22 +1,16 @@
-import numpy as np
 import pandas as pd
 import pytest
 from rapidfuzz import fuzz
 
 from conftest import LABEL_COLUMN, TEXT_COLUMN, write_rows
-from sentiment_api.data import DataSpec, load_splits, load_tweets, near_duplicate_mask
+from sentiment_api.data import (
+    DataSpec,
+    load_splits,
+    load_tweets,
+    near_duplicate_mask,
+    reference_near_duplicate_mask,
+)
 from sentiment_api.errors import DataError
-
-
-def legacy_near_duplicates(texts: list[str], threshold: float = 80) -> np.ndarray:
-    """The earlier service's loop: compare every row with every row kept so far."""
-    kept: list[str] = []
-    mask = np.zeros(len(texts), dtype=bool)
-    for i, text in enumerate(texts):
-        if all(fuzz.ratio(text, other) <= threshold for other in kept):
-            kept.append(text)
-            mask[i] = True
-    return mask
 
 
 @pytest.mark.shared_data
@@ -41,7 +35,7 @@ def test_reference_split_is_reproduced_to_the_row(shared_data) -> None:
 def test_near_duplicate_removal_matches_the_legacy_loop(shared_data) -> None:
     texts = load_tweets(shared_data, DataSpec(near_duplicate_threshold=100)).frame["text"].tolist()
     sample = texts[:2500]
-    assert (near_duplicate_mask(sample, block=512) == legacy_near_duplicates(sample)).all()
+    assert (near_duplicate_mask(sample, block=512) == reference_near_duplicate_mask(sample)).all()
 
 
 def test_near_duplicate_threshold_is_exclusive() -> None:
@@ -52,7 +46,7 @@ def test_near_duplicate_threshold_is_exclusive() -> None:
 
 def test_a_dropped_row_does_not_knock_out_later_rows() -> None:
     texts = ["aaaaaaaaaa", "aaaaaaaaab", "aaaaaaaabb"]
-    assert near_duplicate_mask(texts, block=1).tolist() == legacy_near_duplicates(texts).tolist()
+    assert near_duplicate_mask(texts, block=1).tolist() == reference_near_duplicate_mask(texts).tolist()
 
 
 def test_missing_column_is_named(tiny_csv) -> None:

@@ -97,3 +97,24 @@ def test_a_failed_run_leaves_no_output(tiny_csv, tmp_path) -> None:
     with pytest.raises(ModelError, match="cannot load base model"):
         train(tiny_csv, tmp_path / "out", TrainingConfig(base_model=str(tmp_path / "missing")))
     assert list(tmp_path.iterdir()) == []
+
+
+def test_frozen_embeddings_do_not_move(tiny_csv, tiny_bert, tmp_path) -> None:
+    from safetensors.numpy import load_file
+
+    train(
+        tiny_csv,
+        tmp_path / "frozen",
+        TrainingConfig(base_model=str(tiny_bert), epochs=1, batch_size=8, freeze_embeddings=True),
+        progress=False,
+        log=lambda _: None,
+    )
+    key = "bert.embeddings.word_embeddings.weight"
+    before = load_file(tiny_bert / "model.safetensors")[key]
+    after = load_file(tmp_path / "frozen" / "model.safetensors")[key]
+    assert np.array_equal(before, after)
+    moved = "bert.encoder.layer.0.output.dense.weight"
+    assert not np.array_equal(
+        load_file(tiny_bert / "model.safetensors")[moved],
+        load_file(tmp_path / "frozen" / "model.safetensors")[moved],
+    )

@@ -120,6 +120,7 @@ def train(
     max_length: Annotated[int, typer.Option(min=8)] = 128,
     label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99)] = 0.0,
     class_weights: Annotated[bool, typer.Option(help="Inverse-frequency loss weights.")] = True,
+    freeze_embeddings: Annotated[bool, typer.Option(help="Keep word embeddings fixed.")] = False,
     average_last: Annotated[
         int, typer.Option(min=1, help="Try the average of the last N epochs' weights.")
     ] = 1,
@@ -151,6 +152,7 @@ def train(
         label_smoothing=label_smoothing,
         class_weights=class_weights,
         average_last=average_last,
+        freeze_embeddings=freeze_embeddings,
         seed=seed,
         threads=threads,
     )
@@ -285,6 +287,26 @@ def bench(
     )
     write_bench(result, out)
     typer.echo(format_table(result))
+
+
+@app.command()
+def serve(
+    model: Annotated[
+        Path | None, typer.Option(help="Model package (default: the shipped model; env SENTIMENT_MODEL).")
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Address to listen on (default: 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default: 8000).")] = None,
+    workers: Annotated[int | None, typer.Option(min=1, help="Server processes (default: 1).")] = None,
+) -> None:
+    """Serve the model over HTTP. Every setting can also come from a SENTIMENT_* variable (see config.py)."""
+    from .config import load_settings
+    from .model_card import ModelCard
+    from .server.runner import serve as run_server
+
+    given = {"model": model, "host": host, "port": port, "workers": workers}
+    settings = load_settings(**{name: value for name, value in given.items() if value is not None})
+    ModelCard.load(settings.model)  # fail now, in one line, rather than in every worker
+    run_server(settings)
 
 
 def _stderr(message: str) -> None:

@@ -159,11 +159,16 @@ class Classifier:
     ) -> tuple[np.ndarray, Encoded]:
         """Label probabilities for texts that are already normalised, in input order."""
         encoded = self.tokenizer.encode(texts)
-        probabilities = np.zeros((len(texts), len(self.labels)), dtype=np.float32)
-        for batch in length_buckets(encoded.lengths(), batch_size):
-            input_ids, attention_mask = self.tokenizer.pad([encoded.ids[i] for i in batch])
+        return self.probabilities_of_ids(encoded.ids, batch_size), encoded
+
+    def probabilities_of_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
+        """Label probabilities for texts already tokenised (the server counts tokens before batching)."""
+        probabilities = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
+        for batch in length_buckets(lengths, batch_size):
+            input_ids, attention_mask = self.tokenizer.pad([ids[i] for i in batch])
             probabilities[batch] = softmax(self.backend.logits(input_ids, attention_mask))
-        return probabilities, encoded
+        return probabilities
 
     def predict(self, texts: Sequence[str], batch_size: int = 64, top_k: int = 1) -> list[Prediction]:
         """Normalise raw texts and return the ``top_k`` labels of each, best first."""

@@ -46,6 +46,9 @@ class TrainingConfig(BaseModel):
     max_length: int = Field(128, ge=8, description="Maximum tokens per tweet; longer are truncated.")
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
     class_weights: bool = Field(True, description="Weight the loss by inverse label frequency.")
+    freeze_embeddings: bool = Field(
+        False, description="Keep the word-embedding matrix fixed (half of MiniLM's weights)."
+    )
     seed: int = Field(42, description="Seed of weights init, shuffling and dropout.")
     average_last: int = Field(
         1,
@@ -174,6 +177,8 @@ def train(
         hyperparameters=config.model_dump(),
     )
     classifier = Classifier(TorchBackend(model), tokenizer, card)
+    if config.freeze_embeddings:
+        model.get_input_embeddings().weight.requires_grad_(False)
 
     train_ids = tokenizer.encode(splits.train[TEXT].tolist())
     y_train = splits.train[LABEL].map(label_ids).to_numpy()
@@ -184,11 +189,13 @@ def train(
     no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
     groups = [
         {
-            "params": [p for n, p in model.named_parameters() if not n.endswith(no_decay)],
+            "params": [
+                p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(no_decay)
+            ],
             "weight_decay": config.weight_decay,
         },
         {
-            "params": [p for n, p in model.named_parameters() if n.endswith(no_decay)],
+            "params": [p for n, p in model.named_parameters() if p.requires_grad and n.endswith(no_decay)],
             "weight_decay": 0.0,
         },
     ]

@@ -1,0 +1,241 @@
+"""Coalesce concurrent requests into batched inference calls, with limits and back-pressure.
+
+Requests put their token ids on one bounded queue and get a future. A single collector task takes
+what is queued (up to a batch size and a token budget) whenever the inference thread is free, so
+batches grow with load by themselves; once traffic shows requests arriving together, it also waits
+up to ``max_wait_s`` for a batch to fill. Inference runs on one worker thread, off the event loop.
+Jobs whose caller gave up (deadline passed, client gone) are dropped before inference.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import Any, TypeVar
+
+import numpy as np
+
+from .errors import DeadlineExceededError, NotReadyError, QueueFullError
+
+T = TypeVar("T")
+Infer = Callable[[list[Sequence[int]]], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BatchLimits:
+    """How large a batch may grow and how much may wait for one."""
+
+    max_batch_size: int = 32
+    max_wait_s: float = 0.002
+    token_budget: int = 8192
+    queue_size: int = 512
+
+
+@dataclass(frozen=True)
+class BatchStats:
+    """What one inference call did, for metrics."""
+
+    texts: int
+    requests: int
+    tokens: int
+    seconds: float
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """One request's rows of probabilities and what it waited for."""
+
+    probabilities: np.ndarray
+    queue_seconds: float
+    inference_seconds: float
+    batch_size: int
+
+
+@dataclass(eq=False)
+class _Job:
+    ids: list[Sequence[int]]
+    deadline: float
+    future: asyncio.Future[BatchResult]
+    tokens: int = 0
+    enqueued: float = field(default_factory=monotonic)
+
+
+class MicroBatcher:
+    """Turns many concurrent ``enqueue`` calls into few calls of ``infer`` on one worker thread."""
+
+    def __init__(
+        self,
+        infer: Infer,
+        limits: BatchLimits,
+        on_batch: Callable[[BatchStats], None] | None = None,
+        on_depth: Callable[[int], None] | None = None,
+    ) -> None:
+        self.infer = infer
+        self.limits = limits
+        self._on_batch = on_batch
+        self._on_depth = on_depth
+        self._queue: deque[_Job] = deque()
+        self._depth = 0  # texts queued
+        self._queued_tokens = 0
+        self._wakeup = asyncio.Event()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._collector: asyncio.Task[None] | None = None
+        self._closed = False
+        self._had_company = False
+        self._seconds_per_text = 0.01
+
+    @property
+    def depth(self) -> int:
+        """Texts waiting for inference."""
+        return self._depth
+
+    def start(self) -> None:
+        """Start the collector task on the running loop."""
+        self._collector = asyncio.get_running_loop().create_task(self._collect(), name="batch-collector")
+
+    async def stop(self) -> None:
+        """Refuse new work, finish what is queued, and stop the worker thread."""
+        self._closed = True
+        self._wakeup.set()
+        if self._collector is not None:
+            await self._collector
+        self._executor.shutdown(wait=True)
+
+    async def run_in_worker(self, function: Callable[[], T]) -> T:
+        """Run ``function`` on the inference thread (warm-up uses it to warm that very thread)."""
+        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+
+    def retry_after(self) -> float:
+        """Seconds until the queue has likely drained, at the recent speed; at least one."""
+        return max(1.0, self._depth * self._seconds_per_text)
+
+    def enqueue(self, ids: list[Sequence[int]], deadline: float) -> asyncio.Future[BatchResult]:
+        """Queue one request's token ids; its future resolves to that request's rows, in order."""
+        if self._closed:
+            raise NotReadyError("the service is shutting down; retry on another instance", retry_after=1.0)
+        if self._depth + len(ids) > self.limits.queue_size:
+            raise QueueFullError(
+                f"the inference queue is full ({self._depth} of {self.limits.queue_size} texts waiting); "
+                "retry later",
+                retry_after=self.retry_after(),
+            )
+        job = _Job(ids, deadline, asyncio.get_running_loop().create_future(), sum(len(row) for row in ids))
+        self._queue.append(job)
+        self._depth += len(ids)
+        self._queued_tokens += job.tokens
+        self._report_depth()
+        self._wakeup.set()
+        return job.future
+
+    async def wait(
+        self,
+        future: asyncio.Future[BatchResult],
+        deadline: float,
+        disconnected: Callable[[], Awaitable[Any]] | None = None,
+    ) -> BatchResult | None:
+        """The job's result; ``None`` if the awaitable ``disconnected()`` returns first (the ASGI
+        ``receive``, which returns once the client has gone). A job given up on is cancelled, so it
+        costs no inference if it has not started yet."""
+        watcher = asyncio.ensure_future(disconnected()) if disconnected is not None else None
+        waiting: set[asyncio.Future[Any]] = {future} if watcher is None else {future, watcher}
+        try:
+            await asyncio.wait(
+                waiting, timeout=max(0.0, deadline - monotonic()), return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if watcher is not None:
+                watcher.cancel()
+            if not future.done():
+                future.cancel()
+        if future.cancelled():
+            if watcher is not None and watcher.done() and not watcher.cancelled():
+                return None
+            raise DeadlineExceededError("the request's deadline passed before its result was ready")
+        return future.result()
+
+    def _report_depth(self) -> None:
+        if self._on_depth is not None:
+            self._on_depth(self._depth)
+
+    def _full(self) -> bool:
+        return self._depth >= self.limits.max_batch_size or self._queued_tokens >= self.limits.token_budget
+
+    async def _fill(self) -> None:
+        """Wait up to ``max_wait_s`` for more requests, unless the batch is already full."""
+        end = monotonic() + self.limits.max_wait_s
+        while not self._full() and not self._closed:
+            remaining = end - monotonic()
+            if remaining <= 0:
+                return
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wakeup.wait(), remaining)
+
+    def _take(self) -> list[_Job]:
+        """Pop the next batch: live jobs in arrival order, within the size and token limits."""
+        batch: list[_Job] = []
+        texts = tokens = 0
+        now = monotonic()
+        while self._queue:
+            job = self._queue[0]
+            dead = job.future.done() or job.deadline <= now
+            if (
+                not dead
+                and batch
+                and (
+                    texts + len(job.ids) > self.limits.max_batch_size
+                    or tokens + job.tokens > self.limits.token_budget
+                )
+            ):
+                break
+            self._queue.popleft()
+            self._depth -= len(job.ids)
+            self._queued_tokens -= job.tokens
+            if dead:
+                if not job.future.done():
+                    job.future.cancel()  # the caller's wait() reports the deadline
+                continue
+            batch.append(job)
+            texts += len(job.ids)
+            tokens += job.tokens
+        self._report_depth()
+        return batch
+
+    async def _collect(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            while not self._queue:
+                if self._closed:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+            if self._had_company and self.limits.max_wait_s > 0:
+                await self._fill()
+            batch = self._take()
+            if not batch:
+                continue
+            self._had_company = len(batch) > 1
+            ids = [row for job in batch for row in job.ids]
+            started = monotonic()
+            try:
+                probabilities = await loop.run_in_executor(self._executor, self.infer, ids)
+            except Exception as exc:  # a broken model fails these requests, not the collector
+                for job in batch:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
+                continue
+            seconds = monotonic() - started
+            self._seconds_per_text = 0.8 * self._seconds_per_text + 0.2 * seconds / len(ids)
+            row = 0
+            for job in batch:
+                rows = probabilities[row : row + len(job.ids)]
+                row += len(job.ids)
+                if not job.future.done():
+                    job.future.set_result(BatchResult(rows, started - job.enqueued, seconds, len(ids)))
+            if self._on_batch is not None:
+                self._on_batch(BatchStats(len(ids), len(batch), sum(job.tokens for job in batch), seconds))

@@ -1,0 +1,184 @@
+"""The service's settings: one object, read from ``SENTIMENT_*`` environment variables.
+
+Every field is documented where it is declared; ``sentiment-api serve --help`` and the README point
+here. Validators refuse values that cannot work or would be unsafe, with a message that says which
+variable to change.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from .errors import ConfigError
+
+MIN_API_KEY_CHARS = 16
+
+
+def default_model_dir() -> Path:
+    """The model package shipped inside the installed library."""
+    return Path(__file__).resolve().parent / "models" / "default"
+
+
+def _split_commas(value: object) -> object:
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class Settings(BaseSettings):
+    """How the HTTP service runs: model, network, batching, limits, security, logs, shutdown."""
+
+    model_config = SettingsConfigDict(env_prefix="SENTIMENT_", extra="forbid", validate_default=True)
+
+    # --- model and processes
+    model: Path = Field(
+        default_factory=default_model_dir,
+        description="Model package directory (model.onnx, tokenizer.json, model_card.json).",
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 for every interface.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    workers: int = Field(1, ge=1, le=64, description="Server processes; each loads its own model copy.")
+    threads: int | None = Field(
+        None, ge=1, le=256, description="Inference threads per process (default: cores / workers)."
+    )
+    spin: bool = Field(
+        False, description="Let ONNX Runtime threads spin while idle: lower latency, CPU burnt while idle."
+    )
+
+    # --- batching and back-pressure
+    max_batch_size: int = Field(32, ge=1, le=1024, description="Most texts in one inference call.")
+    max_wait_ms: float = Field(
+        2.0,
+        ge=0.0,
+        le=1000.0,
+        description="How long a batch may wait to fill, once traffic shows requests arrive together.",
+    )
+    token_budget: int = Field(
+        8192, ge=16, le=1_000_000, description="Most input tokens (summed over texts) in one inference call."
+    )
+    queue_size: int = Field(
+        512, ge=1, le=1_000_000, description="Most texts waiting for inference; beyond it requests get 429."
+    )
+    request_timeout_s: float = Field(
+        10.0, gt=0.0, le=600.0, description="Per-request deadline in seconds; past it the answer is 503."
+    )
+
+    # --- input limits
+    max_text_chars: int = Field(1000, ge=1, le=100_000, description="Most characters in one text.")
+    max_batch_texts: int = Field(64, ge=1, le=10_000, description="Most texts in one batch request.")
+    max_body_bytes: int = Field(
+        1 << 20, ge=1024, le=64 << 20, description="Largest request body in bytes; beyond it 413."
+    )
+
+    # --- security
+    api_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Accepted API keys, comma-separated; none means no authentication. Never logged.",
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one accepted API key per line (added to api_keys)."
+    )
+    rate_limit_per_s: float | None = Field(
+        None, gt=0.0, description="Requests per second allowed per client (API key, else address)."
+    )
+    rate_limit_burst: int = Field(20, ge=1, description="Requests a client may send at once before limiting.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS, comma-separated; none turns CORS off."
+    )
+
+    # --- observability
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_text: bool = Field(False, description="Include the request text in the request log line.")
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP traces endpoint (http://host:4318); tracing is off without it."
+    )
+    service_name: str = Field("sentiment-api", description="Service name in traces and logs.")
+    metrics_dir: Path | None = Field(
+        None, description="Prometheus multiprocess directory; a fresh temporary one when workers > 1."
+    )
+
+    # --- pages and shutdown
+    docs: bool = Field(True, description="Serve /docs (Swagger UI, local assets) and /ui.")
+    drain_s: float = Field(
+        2.0, ge=0.0, le=300.0, description="After SIGTERM, seconds /readyz answers 503 before closing."
+    )
+    shutdown_grace_s: float = Field(
+        10.0, gt=0.0, le=600.0, description="After draining, seconds in-flight requests get to finish."
+    )
+
+    @field_validator("api_keys", "cors_origins", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return _split_commas(value)
+
+    @field_validator("api_keys")
+    @classmethod
+    def _strong_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
+        return _check_keys(keys)
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _origins(cls, origins: list[str]) -> list[str]:
+        for origin in origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"CORS origin {origin!r} must be '*' or start with http:// or https://")
+        return origins
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _endpoint(cls, endpoint: str | None) -> str | None:
+        if endpoint and not endpoint.startswith(("http://", "https://")):
+            raise ValueError("SENTIMENT_OTLP_ENDPOINT must be an http:// or https:// URL")
+        return endpoint or None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Settings:
+        if self.api_keys_file is not None:
+            self.api_keys = self.api_keys + _read_keys(self.api_keys_file)
+        if self.queue_size < self.max_batch_texts:
+            raise ValueError(
+                f"queue_size ({self.queue_size}) must hold one full batch request "
+                f"(max_batch_texts = {self.max_batch_texts})"
+            )
+        if "*" in self.cors_origins and self.api_keys:
+            raise ValueError("CORS origin '*' with API keys would let any web page use a leaked key")
+        return self
+
+    def inference_threads(self) -> int:
+        """Threads each process gives ONNX Runtime: the setting, or the cores shared among workers."""
+        return self.threads or max(1, (os.cpu_count() or 1) // self.workers)
+
+
+def _read_keys(path: Path) -> list[SecretStr]:
+    try:
+        lines = Path(path).read_text().splitlines()
+    except OSError as exc:
+        raise ValueError(f"cannot read the API keys file {path}: {exc.strerror}") from exc
+    keys = [SecretStr(line.strip()) for line in lines if line.strip() and not line.startswith("#")]
+    if not keys:
+        raise ValueError(f"the API keys file {path} holds no key")
+    return _check_keys(keys)
+
+
+def _check_keys(keys: list[SecretStr]) -> list[SecretStr]:
+    for key in keys:
+        if len(key.get_secret_value()) < MIN_API_KEY_CHARS:
+            raise ValueError(f"every API key needs at least {MIN_API_KEY_CHARS} characters")
+    return keys
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment, ``overrides`` winning; a bad value becomes one :class:`ConfigError`."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"SENTIMENT_{'_'.join(str(part) for part in error['loc']).upper() or 'SETTINGS'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from None

@@ -1,0 +1,109 @@
+"""The app factory: settings in, a FastAPI app out, whose lifespan loads the model and drains on SIGTERM.
+
+Middleware, outermost first: request log and metrics (so refusals are counted too), CORS when
+origins are configured, then the guards (keys, rate, body size). Everything is built here from the
+settings; nothing happens at import time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from prometheus_client import CollectorRegistry
+
+from .. import __version__
+from ..config import Settings, load_settings
+from ..engine import Classifier
+from .docs import install_docs, install_openapi, install_ui
+from .errors import install_error_handlers
+from .lifecycle import DrainOnSigterm
+from .observability import Metrics, RequestLogMiddleware
+from .routes import build_router
+from .schemas import request_models
+from .security import GuardMiddleware, RateLimiter
+from .service import SentimentService
+from .tracing import Tracing
+
+PROTECTED = frozenset({"/predict", "/model"})
+DESCRIPTION = """Classify the emotion a tweet shows toward a brand or product.
+
+`POST /predict` with `{"text": "..."}` (or `{"texts": [...]}` for a batch). Bad input is a 4xx whose
+body names the field and the limit; 429 and 503 carry `Retry-After`."""
+
+
+def create_app(settings: Settings, classifier: Classifier | None = None) -> FastAPI:
+    """Build the service. ``classifier``, when given, is served instead of loading ``settings.model``."""
+    metrics = Metrics(CollectorRegistry())
+    service = SentimentService(settings, metrics, classifier)
+    tracing = Tracing(settings.otlp_endpoint, settings.service_name) if settings.otlp_endpoint else None
+    drain = DrainOnSigterm(service.drain, settings.drain_s)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        service.start()
+        drain.install()
+        try:
+            yield
+        finally:
+            drain.remove()
+            await service.stop()
+            metrics.close()
+            if tracing is not None:
+                tracing.shutdown()
+
+    app = FastAPI(
+        title="sentiment-api",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.service = service
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    keys = [key.get_secret_value() for key in settings.api_keys]
+    protected_errors: tuple[int, ...] = ((401,) if keys else ()) + (
+        (429,) if settings.rate_limit_per_s else ()
+    )
+    single, batch = request_models(settings.max_text_chars, settings.max_batch_texts)
+    router = build_router(service, metrics, single, batch, protected_errors)
+    app.include_router(router)
+    if settings.docs:
+        install_docs(app)
+        install_ui(app)
+    install_openapi(app, (single, batch))
+
+    limiter = (
+        RateLimiter(settings.rate_limit_per_s, settings.rate_limit_burst)
+        if settings.rate_limit_per_s
+        else None
+    )
+    app.add_middleware(
+        GuardMiddleware,  # type: ignore[arg-type]
+        keys=keys,
+        rate_limiter=limiter,
+        max_body_bytes=settings.max_body_bytes,
+        protected=PROTECTED,
+    )
+    if settings.cors_origins:
+        from starlette.middleware.cors import CORSMiddleware
+
+        app.add_middleware(
+            CORSMiddleware,  # type: ignore[arg-type]
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"],
+        )
+    routes = {getattr(route, "path", "") for route in [*router.routes, *app.routes]} - {""}
+    app.add_middleware(RequestLogMiddleware, metrics=metrics, routes=routes, tracing=tracing)  # type: ignore[arg-type]
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory (``--factory``): settings from ``SENTIMENT_*`` variables, in each worker."""
+    return create_app(load_settings())

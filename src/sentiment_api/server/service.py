@@ -1,0 +1,164 @@
+"""The served model: load and warm it in the background, batch its requests, know whether it is ready.
+
+The HTTP layer asks this object for predictions and for its state; it never touches the classifier
+or the batcher itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..batching import BatchLimits, BatchResult, MicroBatcher
+from ..config import Settings
+from ..engine import Classifier, Prediction
+from ..errors import NotReadyError
+from .observability import Metrics
+
+log = logging.getLogger("sentiment_api.server")
+
+
+class State(enum.StrEnum):
+    """Where the service is in its life."""
+
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One request's predictions, in input order, and what they waited for."""
+
+    predictions: list[Prediction]
+    batch: BatchResult
+
+
+def model_version(classifier: Classifier) -> str:
+    """``name-variant-hash``: what changes whenever the served weights change."""
+    card = classifier.card
+    digest = str(card.package.get("sha256", ""))[:12] or card.created_at
+    return f"{card.name}-{card.variant}-{digest}"
+
+
+class SentimentService:
+    """Owns the classifier and the batcher, and the ready / draining state."""
+
+    def __init__(self, settings: Settings, metrics: Metrics, classifier: Classifier | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.classifier = classifier
+        self.batcher: MicroBatcher | None = None
+        self.state = State.LOADING
+        self.version: str | None = None
+        self._loading: asyncio.Task[None] | None = None
+
+    @property
+    def ready(self) -> bool:
+        """Loaded, warmed and not draining: what readiness reports."""
+        return self.state is State.READY
+
+    def start(self) -> None:
+        """Load and warm the model in the background; readiness turns 200 when done."""
+        self._loading = asyncio.get_running_loop().create_task(self._load(), name="model-load")
+
+    def drain(self) -> None:
+        """Report not-ready from now on, while still serving what arrives (SIGTERM calls this)."""
+        if self.state in (State.LOADING, State.READY):
+            self.state = State.DRAINING
+
+    async def stop(self) -> None:
+        """Finish queued work and stop the inference thread."""
+        if self._loading is not None and not self._loading.done():
+            self._loading.cancel()
+        if self.batcher is not None:
+            await self.batcher.stop()
+
+    async def _load(self) -> None:
+        settings = self.settings
+        try:
+            if self.classifier is None:
+                self.classifier = await asyncio.to_thread(
+                    Classifier.load, settings.model, settings.inference_threads(), settings.spin
+                )
+            limits = BatchLimits(
+                settings.max_batch_size,
+                settings.max_wait_ms / 1000,
+                settings.token_budget,
+                settings.queue_size,
+            )
+            self.batcher = MicroBatcher(
+                self._infer, limits, self.metrics.record_batch, self.metrics.queue_depth.set
+            )
+            self.batcher.start()
+            await self.batcher.run_in_worker(self._warm_up)
+        except Exception:
+            log.exception("the model at %s could not be loaded", settings.model)
+            self.state = State.FAILED
+            return
+        self.version = model_version(self.classifier)
+        self.metrics.model.labels(self.version, self.classifier.card.variant).set(1)
+        if self.state is State.LOADING:
+            self.state = State.READY
+        log.info("model %s ready", self.version, extra={"fields": {"model_version": self.version}})
+
+    def _infer(self, ids: list[Sequence[int]]) -> np.ndarray:
+        assert self.classifier is not None
+        return self.classifier.probabilities_of_ids(ids, self.settings.max_batch_size)
+
+    def _warm_up(self) -> None:
+        """Run the shapes traffic will bring once, so the first requests do not pay for allocation."""
+        assert self.classifier is not None
+        short, long = self.classifier.tokenizer.encode(["warm up", "warm up " * 512]).ids
+        for size in sorted({1, min(8, self.settings.max_batch_size), self.settings.max_batch_size}):
+            for row in (short, long):
+                self._infer([row] * size)
+
+    def card(self) -> dict[str, Any]:
+        """The model card without local paths (or :class:`NotReadyError` before it is loaded)."""
+        if self.classifier is None or self.version is None:
+            raise NotReadyError("the model is still loading", retry_after=1.0)
+        card = self.classifier.card
+        fields = ("name", "variant", "labels", "normaliser", "max_length", "created_at", "metrics", "package")
+        info: dict[str, Any] = {name: getattr(card, name) for name in fields}
+        info.update(
+            model_version=self.version,
+            base_model=card.base_model.rstrip("/").rsplit("/", 1)[-1],
+            gate=card.gate,
+            label_shares=card.label_shares,
+            versions=card.versions,
+        )
+        return info
+
+    async def predict(
+        self,
+        texts: list[str],
+        top_k: int,
+        deadline: float,
+        disconnected: Callable[[], Awaitable[Any]] | None = None,
+    ) -> Outcome | None:
+        """Normalise, tokenise, wait for a batch, rank; ``None`` when the client went away first."""
+        if self.classifier is None or self.batcher is None or self.state in (State.LOADING, State.FAILED):
+            raise NotReadyError("the model is still loading; retry shortly", retry_after=1.0)
+        classifier = self.classifier
+        encoded = classifier.tokenizer.encode([classifier.normalise(text) for text in texts])
+        future = self.batcher.enqueue(encoded.ids, deadline)
+        result = await self.batcher.wait(future, deadline, disconnected)
+        if result is None:
+            return None
+        predictions = classifier.rank(result.probabilities, encoded.truncated, top_k)
+        self.metrics.queue_wait.observe(result.queue_seconds)
+        self.metrics.record_texts(
+            (len(ids) for ids in encoded.ids),
+            encoded.truncated,
+            [p.label for p in predictions],
+            [p.score for p in predictions],
+        )
+        return Outcome(predictions, result)

@@ -1,0 +1,144 @@
+"""Helpers for the server tests: settings, the app in process, a gated backend, a live server process."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from fastapi.testclient import TestClient
+
+from sentiment_api.config import Settings
+from sentiment_api.engine import Classifier
+from sentiment_api.server import create_app
+
+READY_TIMEOUT_S = 60
+
+
+def settings_for(package: Path, **overrides: Any) -> Settings:
+    """Settings for the tiny package: one inference thread, no drain delay, ``overrides`` on top."""
+    values: dict[str, Any] = {"model": package, "threads": 1, "drain_s": 0.0, **overrides}
+    return Settings(**values)
+
+
+@contextmanager
+def serving(settings: Settings, classifier: Classifier | None = None) -> Iterator[TestClient]:
+    """The app in process, lifespan run, once it reports ready."""
+    with TestClient(create_app(settings, classifier), raise_server_exceptions=False) as client:
+        wait_until(lambda: client.get("/readyz").status_code == 200)
+        yield client
+
+
+@asynccontextmanager
+async def serving_async(app: Any, ready: bool = True) -> AsyncIterator[httpx.AsyncClient]:
+    """The app in process on this event loop, for tests that send requests concurrently."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            if ready:
+                for _ in range(READY_TIMEOUT_S * 20):
+                    if (await client.get("/readyz")).status_code == 200:
+                        break
+                    await asyncio.sleep(0.05)
+            yield client
+
+
+def wait_until(condition: Any, timeout: float = READY_TIMEOUT_S, interval: float = 0.05) -> None:
+    """Poll ``condition`` until it is true, or fail."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return
+        time.sleep(interval)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+class GatedBackend:
+    """A real backend behind a gate the test opens and closes; records the rows of every call."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.calls: list[int] = []
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        self.entered.set()
+        assert self.gate.wait(30), "the test never opened the gate"
+        self.calls.append(len(input_ids))
+        return self.inner.logits(input_ids, attention_mask)
+
+
+def gated_classifier(package: Path) -> tuple[Classifier, GatedBackend]:
+    """The tiny package's classifier, its backend wrapped in a :class:`GatedBackend`."""
+    real = Classifier.load(package, threads=1, spin=False)
+    backend = GatedBackend(real.backend)
+    return Classifier(backend, real.tokenizer, real.card), backend
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+class LiveServer:
+    """``python -m sentiment_api serve`` as a child process on loopback, its output in a file."""
+
+    def __init__(self, package: Path, log: Path, workers: int = 1, **env: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = log
+        environment = {
+            **os.environ,
+            "SENTIMENT_THREADS": "1",
+            "SENTIMENT_DRAIN_S": "0",
+            "PYTHONUNBUFFERED": "1",
+            **env,
+        }
+        environment.pop("PROMETHEUS_MULTIPROC_DIR", None)
+        command = [sys.executable, "-m", "sentiment_api", "serve", "--model", str(package)]
+        command += ["--port", str(self.port), "--workers", str(workers)]
+        self._out = log.open("wb")
+        self.process = subprocess.Popen(command, stdout=self._out, stderr=subprocess.STDOUT, env=environment)
+
+    def wait_ready(self) -> LiveServer:
+        """Block until ``/readyz`` answers 200."""
+
+        def ready() -> bool:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited with {self.process.returncode}:\n{self.log.read_text()}")
+            try:
+                return httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        wait_until(ready, interval=0.1)
+        return self
+
+    def log_lines(self) -> list[str]:
+        """What the server wrote so far."""
+        return self.log.read_text(errors="replace").splitlines()
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL if it lingers."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._out.close()

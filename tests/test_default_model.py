@@ -1,0 +1,36 @@
+"""The shipped default model: small, ONNX, gated, and as good as its card says on the shared file."""
+
+from pathlib import Path
+
+import pytest
+
+import sentiment_api
+from sentiment_api.engine import Classifier, OnnxBackend
+from sentiment_api.evaluation import evaluate_classifier
+from sentiment_api.model_card import ModelCard
+
+DEFAULT = Path(sentiment_api.__file__).parent / "models" / "default"
+
+
+def test_default_model_is_a_small_gated_int8_package() -> None:
+    card = ModelCard.load(DEFAULT)
+    assert card.variant == "onnx-int8"
+    assert (DEFAULT / "model.onnx").stat().st_size <= 25 * 10**6
+    assert card.package["size_bytes"] == (DEFAULT / "model.onnx").stat().st_size
+    assert card.gate["passed"] and not card.gate["override"]
+    assert card.normaliser == "legacy@1"
+    assert card.labels == ["Negative emotion", "No emotion toward brand or product", "Positive emotion"]
+
+
+@pytest.mark.shared_data
+def test_default_model_keeps_the_quality_bar_and_matches_its_card(shared_data) -> None:
+    classifier = Classifier.load(DEFAULT, threads=2)
+    assert isinstance(classifier.backend, OnnxBackend)
+    measured = evaluate_classifier(classifier, shared_data, "test")
+    recorded = classifier.card.metrics["test"]
+    assert measured["n"] == 576
+    for metric in ("accuracy", "balanced_accuracy", "macro_f1"):
+        assert abs(measured[metric] - recorded[metric]) <= 0.005, metric
+    assert measured["macro_f1"] >= 0.64
+    assert measured["balanced_accuracy"] >= 0.67
+    assert measured["accuracy"] >= 0.68
