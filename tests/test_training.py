@@ -118,3 +118,22 @@ def test_frozen_embeddings_do_not_move(tiny_csv, tiny_bert, tmp_path) -> None:
         load_file(tiny_bert / "model.safetensors")[moved],
         load_file(tmp_path / "frozen" / "model.safetensors")[moved],
     )
+
+
+def test_layer_lr_decay_scales_each_layer(tiny_bert) -> None:
+    from transformers import AutoModelForSequenceClassification
+
+    from sentiment_api.training import parameter_groups
+
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_bert)
+    config = TrainingConfig(learning_rate=1.0, layer_lr_decay=0.5, weight_decay=0.1)
+    rate = {id(p): g["lr"] for g in parameter_groups(model, config) for p in g["params"]}
+    decay = {id(p): g["weight_decay"] for g in parameter_groups(model, config) for p in g["params"]}
+    named = dict(model.named_parameters())
+    assert rate[id(named["classifier.weight"])] == 1.0
+    assert rate[id(named["bert.encoder.layer.1.output.dense.weight"])] == 0.5
+    assert rate[id(named["bert.encoder.layer.0.output.dense.weight"])] == 0.25
+    assert rate[id(named["bert.embeddings.word_embeddings.weight"])] == 0.125
+    assert decay[id(named["bert.encoder.layer.0.output.dense.bias"])] == 0.0
+    assert decay[id(named["classifier.weight"])] == 0.1
+    assert len(rate) == len(named)

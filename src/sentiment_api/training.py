@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -44,6 +45,9 @@ class TrainingConfig(BaseModel):
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases/norms).")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps spent warming up.")
     max_length: int = Field(128, ge=8, description="Maximum tokens per tweet; longer are truncated.")
+    layer_lr_decay: float = Field(
+        1.0, gt=0, le=1, description="Learning-rate factor per encoder layer below the top (1: none)."
+    )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
     class_weights: bool = Field(True, description="Weight the loss by inverse label frequency.")
     freeze_embeddings: bool = Field(
@@ -81,6 +85,33 @@ def class_weights(labels: list[str], y: np.ndarray) -> np.ndarray:
         missing = [label for label, count in zip(labels, counts, strict=True) if count == 0]
         raise ConfigError(f"no training rows for label(s) {missing}")
     return len(y) / (len(labels) * counts)
+
+
+_LAYER = re.compile(r"\.(?:layer|layers)\.(\d+)\.")
+_NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
+def parameter_groups(model: Any, config: TrainingConfig) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and norms; optional layer-wise learning-rate decay.
+
+    With ``layer_lr_decay`` d < 1, encoder layer i of n trains at ``lr * d**(n - i)``, the
+    embeddings at ``lr * d**(n + 1)``, and the pooler and classifier head at the full rate.
+    """
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    layers = 1 + max((int(m.group(1)) for n, _ in named if (m := _LAYER.search(n))), default=-1)
+    groups: dict[tuple[float, float], list[Any]] = {}
+    for name, parameter in named:
+        match = _LAYER.search(name)
+        if match:
+            depth = layers - int(match.group(1))
+        elif "embeddings" in name:
+            depth = layers + 1
+        else:
+            depth = 0
+        lr = config.learning_rate * config.layer_lr_decay**depth
+        decay = 0.0 if name.endswith(_NO_DECAY) else config.weight_decay
+        groups.setdefault((lr, decay), []).append(parameter)
+    return [{"params": ps, "lr": lr, "weight_decay": decay} for (lr, decay), ps in groups.items()]
 
 
 def _seed_everything(seed: int) -> None:
@@ -186,19 +217,7 @@ def train(
     loss_fn = torch.nn.CrossEntropyLoss(
         weight=torch.tensor(weights, dtype=torch.float32), label_smoothing=config.label_smoothing
     )
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-    groups = [
-        {
-            "params": [
-                p for n, p in model.named_parameters() if p.requires_grad and not n.endswith(no_decay)
-            ],
-            "weight_decay": config.weight_decay,
-        },
-        {
-            "params": [p for n, p in model.named_parameters() if p.requires_grad and n.endswith(no_decay)],
-            "weight_decay": 0.0,
-        },
-    ]
+    groups = parameter_groups(model, config)
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate)
     steps_per_epoch = math.ceil(len(y_train) / config.batch_size)
     total_steps = steps_per_epoch * config.epochs
