@@ -7,6 +7,8 @@ EXTRAS ?= export,dev
 DEFAULT_TRAIN_ARGS ?=
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
+SERVE_STAMP := $(VENV)/.installed-serve
+MODEL ?=
 
 .PHONY: install test lint train evaluate default-model bench bench-roberta clean
 
@@ -16,6 +18,13 @@ $(STAMP): pyproject.toml
 	# torch first, exactly pinned, so nothing else can pull a CUDA build
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[$(EXTRAS)]'
+	touch $@
+
+# Serving alone: ONNX Runtime and the web stack, never torch or transformers.
+$(SERVE_STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[serve]'
 	touch $@
 
 install: $(STAMP) ## create .venv and install the project with its training and test extras
@@ -46,6 +55,9 @@ bench-roberta: $(STAMP) ## speed and size of a RoBERTa-base-shaped model with ra
 	$(BIN)/python scripts/build_random_roberta.py $(DATA) runs/random-roberta-base
 	$(BIN)/sentiment-api bench runs/random-roberta-base --data $(DATA) --out runs/bench/roberta \
 		--speed-only --repeats 3
+
+serve: $(SERVE_STAMP) ## serve the shipped model on http://127.0.0.1:8000 (MODEL=dir to override; SENTIMENT_* apply)
+	$(BIN)/sentiment-api serve $(if $(MODEL),--model $(MODEL))
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -58,7 +58,7 @@ class BatchResult:
 
 @dataclass(eq=False)
 class _Job:
-    ids: list[Sequence[int]]
+    ids: Sequence[Sequence[int]]
     deadline: float
     future: asyncio.Future[BatchResult]
     tokens: int = 0
@@ -114,7 +114,7 @@ class MicroBatcher:
         """Seconds until the queue has likely drained, at the recent speed; at least one."""
         return max(1.0, self._depth * self._seconds_per_text)
 
-    def enqueue(self, ids: list[Sequence[int]], deadline: float) -> asyncio.Future[BatchResult]:
+    def enqueue(self, ids: Sequence[Sequence[int]], deadline: float) -> asyncio.Future[BatchResult]:
         """Queue one request's token ids; its future resolves to that request's rows, in order."""
         if self._closed:
             raise NotReadyError("the service is shutting down; retry on another instance", retry_after=1.0)

@@ -83,7 +83,7 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> Fast
         else None
     )
     app.add_middleware(
-        GuardMiddleware,  # type: ignore[arg-type]
+        GuardMiddleware,
         keys=keys,
         rate_limiter=limiter,
         max_body_bytes=settings.max_body_bytes,
@@ -93,14 +93,14 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> Fast
         from starlette.middleware.cors import CORSMiddleware
 
         app.add_middleware(
-            CORSMiddleware,  # type: ignore[arg-type]
+            CORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["Authorization", "X-API-Key", "Content-Type", "X-Request-ID"],
             expose_headers=["X-Request-ID", "X-Queue-Time-Ms", "X-Inference-Time-Ms", "Retry-After"],
         )
     routes = {getattr(route, "path", "") for route in [*router.routes, *app.routes]} - {""}
-    app.add_middleware(RequestLogMiddleware, metrics=metrics, routes=routes, tracing=tracing)  # type: ignore[arg-type]
+    app.add_middleware(RequestLogMiddleware, metrics=metrics, routes=routes, tracing=tracing)
     return app
 
 

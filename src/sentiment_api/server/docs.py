@@ -14,7 +14,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.openapi.utils import get_openapi
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 from starlette.responses import HTMLResponse
 
 from .schemas import BatchPredictResponse, PredictResponse
@@ -30,7 +30,7 @@ def install_openapi(app: FastAPI, request_models: tuple[type[BaseModel], ...]) -
             schema = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
-            models = [(m, "validation") for m in request_models]
+            models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in request_models]
             models += [(m, "serialization") for m in (PredictResponse, BatchPredictResponse)]
             _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))

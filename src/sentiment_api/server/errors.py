@@ -2,7 +2,8 @@
 
 Routes raise :class:`~sentiment_api.errors.SentimentError` subclasses; the handlers here turn them
 into ``{"detail": ..., "errors": [...]}`` with the status from :data:`HTTP_STATUS`. Anything else
-becomes a 500 that names only the request id: no stack trace, no path, no exception text.
+becomes a 500 that names only the request id (the request-log middleware answers those): no stack
+trace, no path, no exception text.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from ..errors import (
     QueueFullError,
     RateLimitedError,
     SentimentError,
-    ServiceError,
     UnsupportedMediaTypeError,
 )
 
@@ -83,15 +83,9 @@ async def _service_error(request: Request, error: Exception) -> Response:
     return error_response(error, _request_id(request))
 
 
-async def _unexpected(request: Request, error: Exception) -> Response:
-    log.error("request %s failed", _request_id(request), exc_info=error)
-    return error_response(error, _request_id(request))
-
-
 def install_error_handlers(app: FastAPI) -> None:
-    """Route every library error through the table, and every other exception to a bare 500."""
+    """Route every library error through the table (other exceptions: see ``RequestLogMiddleware``)."""
     app.add_exception_handler(SentimentError, _service_error)
-    app.add_exception_handler(Exception, _unexpected)
 
 
 def documented_errors(*statuses: int) -> dict[int | str, dict[str, object]]:
@@ -108,7 +102,9 @@ def documented_errors(*statuses: int) -> dict[int | str, dict[str, object]]:
     }
     from .schemas import ErrorResponse
 
-    return {status: {"description": reasons[status], "model": ErrorResponse} for status in statuses}
-
-
-__all__ = ["HTTP_STATUS", "ServiceError", "error_response", "install_error_handlers", "status_of"]
+    retry = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "string"}}}
+    return {
+        status: {"description": reasons[status], "model": ErrorResponse}
+        | ({"headers": retry} if status in (429, 503) else {})
+        for status in statuses
+    }

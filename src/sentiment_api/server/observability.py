@@ -21,9 +21,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..batching import BatchStats
+from .errors import error_response
 from .tracing import Tracing
 
 access_log = logging.getLogger("sentiment_api.access")
+log = logging.getLogger("sentiment_api.server")
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
@@ -169,7 +171,7 @@ class RequestLogMiddleware:
         state["request_id"] = request_id
         state["arrived"] = started
         route = scope["path"] if scope["path"] in self.routes else "other"
-        status = 500
+        status = 0
         header = (b"x-request-id", request_id.encode())
 
         async def send_with_id(message: Message) -> None:
@@ -183,7 +185,13 @@ class RequestLogMiddleware:
         span = self.tracing.span(f"{scope['method']} {route}") if self.tracing else contextlib.nullcontext()
         try:
             with span as active:
-                await self.app(scope, receive, send_with_id)
+                try:
+                    await self.app(scope, receive, send_with_id)
+                except Exception as error:  # a bug, not bad input: log it here, answer a bare 500
+                    log.error("request %s failed", request_id, exc_info=error)
+                    if status:
+                        raise  # the answer had begun; the server can only drop the connection
+                    await error_response(error, request_id)(scope, receive, send_with_id)
                 if active is not None:
                     active.set_attributes({"http.response.status_code": status, **state.get("log", {})})
         finally:

@@ -19,7 +19,7 @@ from ..errors import InputError, MalformedBodyError, UnsupportedMediaTypeError
 from .errors import documented_errors, json_response
 from .observability import Metrics
 from .schemas import Health, ModelInfo, Probe
-from .service import SentimentService, State
+from .service import Outcome, SentimentService, State
 
 TIMING_HEADERS = {
     "X-Request-ID": "The client's X-Request-ID when sent, else a new one.",
@@ -71,7 +71,7 @@ def build_router(
     @router.get(
         "/model",
         response_model=ModelInfo,
-        responses=documented_errors(*protected_errors, 503),
+        responses=documented_errors(*protected_errors, 500, 503),
         summary="Model card",
     )
     async def model() -> Response:
@@ -110,7 +110,7 @@ def build_router(
                 "content": {"application/json": {"schema": {"anyOf": answers}}},
                 "headers": headers,
             },
-            **documented_errors(400, *protected_errors, 413, 415, 422, 429, 503),
+            **documented_errors(400, *protected_errors, 413, 415, 422, 429, 500, 503),
         },
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": one_of}}}}
@@ -127,37 +127,9 @@ def build_router(
         outcome = await service.predict(texts, payload["top_k"], deadline, request.receive)
         if outcome is None:
             return Response(status_code=499)  # the client is gone; nobody reads this
-        results = [
-            {
-                "sentiment": [
-                    {"label": label, "score": score} for label, score in zip(p.labels, p.scores, strict=True)
-                ],
-                "truncated": p.truncated,
-            }
-            for p in outcome.predictions
-        ]
         batch = outcome.batch
-        version = service.version
-        seconds = batch.inference_seconds
-        body: dict[str, Any]
-        if "texts" in payload:
-            body = {"results": results, "inference_time": seconds, "model_version": version}
-        else:  # the earlier service's two fields first, in their order
-            first = results[0]
-            body = {
-                "sentiment": first["sentiment"],
-                "inference_time": seconds,
-                "model_version": version,
-                "truncated": first["truncated"],
-            }
-        state.log = {
-            "queue_ms": round(batch.queue_seconds * 1000, 3),
-            "inference_ms": round(batch.inference_seconds * 1000, 3),
-            "batch_size": batch.batch_size,
-            "texts": len(texts),
-            "label": outcome.predictions[0].label if len(texts) == 1 else None,
-            **({"text": texts if len(texts) > 1 else texts[0]} if log_text else {}),
-        }
+        body = _answer(outcome, "texts" in payload, service.version)
+        state.log = _log_fields(outcome, texts, log_text)
         return json_response(
             body,
             headers={
@@ -167,6 +139,44 @@ def build_router(
         )
 
     return router
+
+
+def _answer(outcome: Outcome, batch_form: bool, version: str | None) -> dict[str, Any]:
+    """The response body: the earlier service's two fields first, in their order, then the new ones."""
+    results = [
+        {
+            "sentiment": [
+                {"label": label, "score": score} for label, score in zip(p.labels, p.scores, strict=True)
+            ],
+            "truncated": p.truncated,
+        }
+        for p in outcome.predictions
+    ]
+    seconds = outcome.batch.inference_seconds
+    if batch_form:
+        return {"results": results, "inference_time": seconds, "model_version": version}
+    first = results[0]
+    return {
+        "sentiment": first["sentiment"],
+        "inference_time": seconds,
+        "model_version": version,
+        "truncated": first["truncated"],
+    }
+
+
+def _log_fields(outcome: Outcome, texts: list[str], log_text: bool) -> dict[str, Any]:
+    """What the request log line adds for a prediction (the text only when enabled)."""
+    batch = outcome.batch
+    fields: dict[str, Any] = {
+        "queue_ms": round(batch.queue_seconds * 1000, 3),
+        "inference_ms": round(batch.inference_seconds * 1000, 3),
+        "batch_size": batch.batch_size,
+        "texts": len(texts),
+        "label": outcome.predictions[0].label if len(texts) == 1 else None,
+    }
+    if log_text:
+        fields["text"] = texts[0] if len(texts) == 1 else texts
+    return fields
 
 
 def _require_json(content_type: str | None) -> None:

@@ -62,17 +62,17 @@ def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[Base
         """One tweet to classify."""
 
         model_config = strict
-        text: text_type = Field(description=f"The tweet, 1 to {max_text_chars} characters, any script.")  # type: ignore[valid-type]
-        top_k: top_k_type = top_k_field  # type: ignore[valid-type]
+        text: text_type = Field(description=f"The tweet, 1 to {max_text_chars} characters, any script.")
+        top_k: top_k_type = top_k_field
 
     class BatchPredictRequest(BaseModel):
         """Several tweets to classify; results come back in the same order."""
 
         model_config = strict
-        texts: list[text_type] = Field(  # type: ignore[valid-type]
+        texts: list[text_type] = Field(
             min_length=1, max_length=max_batch_texts, description=f"1 to {max_batch_texts} tweets."
         )
-        top_k: top_k_type = top_k_field  # type: ignore[valid-type]
+        top_k: top_k_type = top_k_field
 
     return PredictRequest, BatchPredictRequest
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -109,6 +110,13 @@ class SentimentService:
             self.state = State.READY
         log.info("model %s ready", self.version, extra={"fields": {"model_version": self.version}})
 
+    async def _until_loaded(self, deadline: float) -> None:
+        loading = self._loading
+        if loading is not None and not loading.done():
+            await asyncio.wait({loading}, timeout=max(0.0, deadline - time.monotonic()))
+        if loading is None or not loading.done() or self.state is State.FAILED:
+            raise NotReadyError("the model is not loaded yet; retry shortly", retry_after=1.0)
+
     def _infer(self, ids: list[Sequence[int]]) -> np.ndarray:
         assert self.classifier is not None
         return self.classifier.probabilities_of_ids(ids, self.settings.max_batch_size)
@@ -144,9 +152,13 @@ class SentimentService:
         deadline: float,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
     ) -> Outcome | None:
-        """Normalise, tokenise, wait for a batch, rank; ``None`` when the client went away first."""
-        if self.classifier is None or self.batcher is None or self.state in (State.LOADING, State.FAILED):
-            raise NotReadyError("the model is still loading; retry shortly", retry_after=1.0)
+        """Normalise, tokenise, wait for a batch, rank; ``None`` when the client went away first.
+
+        A request that arrives while the model is still loading waits for it (within its deadline)
+        rather than failing: with several workers, one may still be warming up when another is ready.
+        """
+        await self._until_loaded(deadline)
+        assert self.classifier is not None and self.batcher is not None
         classifier = self.classifier
         encoded = classifier.tokenizer.encode([classifier.normalise(text) for text in texts])
         future = self.batcher.enqueue(encoded.ids, deadline)

@@ -1,0 +1,169 @@
+"""The micro-batcher: coalescing, limits, back-pressure, deadlines, cancellation, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from sentiment_api.batching import BatchLimits, MicroBatcher
+from sentiment_api.errors import DeadlineExceededError, NotReadyError, QueueFullError
+
+
+class RecordingModel:
+    """Row i of the answer encodes its input ids, so a mixed-up answer is visible; a gate can hold calls."""
+
+    def __init__(self) -> None:
+        self.calls: list[list[list[int]]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+
+    def __call__(self, ids: list[Sequence[int]]) -> np.ndarray:
+        self.entered.set()
+        assert self.gate.wait(10)
+        self.calls.append([list(row) for row in ids])
+        return np.array([[sum(row), len(row)] for row in ids], dtype=np.float32)
+
+
+def later(seconds: float = 5.0) -> float:
+    return time.monotonic() + seconds
+
+
+def run(coroutine):
+    return asyncio.run(coroutine)
+
+
+async def started(model: RecordingModel, **limits) -> MicroBatcher:
+    batcher = MicroBatcher(model, BatchLimits(**limits))
+    batcher.start()
+    return batcher
+
+
+def test_concurrent_requests_share_one_inference_call_and_get_their_own_rows() -> None:
+    async def main():
+        model = RecordingModel()
+        batcher = await started(model, max_batch_size=64)
+        requests = [[[i, i + 1]] * (1 + i % 3) for i in range(10)]
+        results = await asyncio.gather(
+            *(batcher.wait(batcher.enqueue(ids, later()), later()) for ids in requests)
+        )
+        await batcher.stop()
+        return model, requests, results
+
+    model, requests, results = run(main())
+
+    assert len(model.calls) == 1
+    for ids, result in zip(requests, results, strict=True):
+        assert result.probabilities.tolist() == [[sum(row), len(row)] for row in ids]
+        assert result.batch_size == sum(len(ids) for ids in requests)
+
+
+def test_batches_respect_the_size_and_the_token_budget() -> None:
+    async def main(**limits):
+        model = RecordingModel()
+        batcher = await started(model, **limits)
+        ids = [[1] * 10] * 12
+        await asyncio.gather(*(batcher.wait(batcher.enqueue([row], later()), later()) for row in ids))
+        await batcher.stop()
+        return [len(call) for call in model.calls]
+
+    assert run(main(max_batch_size=5, token_budget=10_000)) == [5, 5, 2]
+    assert run(main(max_batch_size=64, token_budget=30)) == [3, 3, 3, 3]
+
+
+def test_requests_arriving_during_inference_form_the_next_batch() -> None:
+    async def main():
+        model = RecordingModel()
+        model.gate.clear()
+        batcher = await started(model)
+        first = batcher.enqueue([[1]], later())
+        await asyncio.to_thread(model.entered.wait, 5)
+        rest = [batcher.enqueue([[i]], later()) for i in range(2, 6)]
+        model.gate.set()
+        await asyncio.gather(first, *rest)
+        await batcher.stop()
+        return [len(call) for call in model.calls]
+
+    assert run(main()) == [1, 4]
+
+
+def test_a_full_queue_refuses_with_a_retry_after() -> None:
+    async def main():
+        model = RecordingModel()
+        model.gate.clear()
+        batcher = await started(model, queue_size=3)
+        running = batcher.enqueue([[1]], later())
+        await asyncio.to_thread(model.entered.wait, 5)
+        waiting = batcher.enqueue([[2], [3], [4]], later())
+        with pytest.raises(QueueFullError) as refused:
+            batcher.enqueue([[5]], later())
+        model.gate.set()
+        await asyncio.gather(running, waiting)
+        await batcher.stop()
+        return refused.value
+
+    error = run(main())
+    assert error.retry_after is not None and error.retry_after >= 1
+    assert "3 of 3" in str(error)
+
+
+def test_a_request_past_its_deadline_is_answered_and_never_inferred() -> None:
+    async def main():
+        model = RecordingModel()
+        model.gate.clear()
+        batcher = await started(model)
+        running = batcher.enqueue([[1]], later())
+        await asyncio.to_thread(model.entered.wait, 5)
+        deadline = time.monotonic() + 0.05
+        with pytest.raises(DeadlineExceededError):
+            await batcher.wait(batcher.enqueue([[2]], deadline), deadline)
+        model.gate.set()
+        await running
+        await batcher.stop()
+        return model.calls
+
+    assert run(main()) == [[[1]]]
+
+
+def test_a_caller_that_disconnects_costs_no_inference() -> None:
+    async def main():
+        model = RecordingModel()
+        model.gate.clear()
+        batcher = await started(model)
+        running = batcher.enqueue([[1]], later())
+        await asyncio.to_thread(model.entered.wait, 5)
+        gone = asyncio.Event()
+
+        async def disconnected():
+            await gone.wait()
+            return {"type": "http.disconnect"}
+
+        waiter = asyncio.ensure_future(batcher.wait(batcher.enqueue([[2]], later()), later(), disconnected))
+        gone.set()
+        result = await waiter
+        model.gate.set()
+        await running
+        await batcher.stop()
+        return result, model.calls
+
+    result, calls = run(main())
+    assert result is None
+    assert calls == [[[1]]]
+
+
+def test_stop_finishes_queued_work_then_refuses_new_work() -> None:
+    async def main():
+        model = RecordingModel()
+        batcher = await started(model)
+        pending = [batcher.enqueue([[i]], later()) for i in range(3)]
+        await batcher.stop()
+        with pytest.raises(NotReadyError):
+            batcher.enqueue([[9]], later())
+        return [future.result().probabilities.tolist() for future in pending]
+
+    assert run(main()) == [[[0, 1]], [[1, 1]], [[2, 1]]]

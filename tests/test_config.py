@@ -1,0 +1,92 @@
+"""Settings: read from SENTIMENT_* variables, documented, and refusing values that cannot work."""
+
+from __future__ import annotations
+
+import pytest
+
+from sentiment_api.config import Settings, default_model_dir, load_settings
+from sentiment_api.errors import ConfigError
+
+KEY = "0123456789abcdef-key"
+
+
+@pytest.fixture(autouse=True)
+def clean_environment(monkeypatch):
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("SENTIMENT_"):
+            monkeypatch.delenv(name)
+
+
+def test_defaults_serve_the_shipped_model_on_port_8000() -> None:
+    settings = load_settings()
+
+    assert settings.model == default_model_dir()
+    assert settings.port == 8000
+    assert settings.api_keys == [] and settings.cors_origins == []
+    assert settings.log_text is False and settings.otlp_endpoint is None
+
+
+def test_every_setting_comes_from_a_sentiment_variable(monkeypatch) -> None:
+    monkeypatch.setenv("SENTIMENT_PORT", "9001")
+    monkeypatch.setenv("SENTIMENT_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("SENTIMENT_API_KEYS", f"{KEY}, {KEY}-2")
+    monkeypatch.setenv("SENTIMENT_CORS_ORIGINS", "https://a.example,https://b.example")
+
+    settings = load_settings()
+
+    assert (settings.port, settings.max_batch_size) == (9001, 8)
+    assert [k.get_secret_value() for k in settings.api_keys] == [KEY, f"{KEY}-2"]
+    assert settings.cors_origins == ["https://a.example", "https://b.example"]
+    assert KEY not in repr(settings)
+
+
+def test_options_win_over_the_environment(monkeypatch) -> None:
+    monkeypatch.setenv("SENTIMENT_PORT", "9001")
+
+    assert load_settings(port=9002).port == 9002
+
+
+def test_keys_can_come_from_a_file(tmp_path) -> None:
+    keys = tmp_path / "keys"
+    keys.write_text(f"# comment\n{KEY}\n\n")
+
+    settings = load_settings(api_keys_file=keys)
+
+    assert [k.get_secret_value() for k in settings.api_keys] == [KEY]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "words"),
+    [
+        ({"api_keys": ["short"]}, "SENTIMENT_API_KEYS"),
+        ({"queue_size": 10, "max_batch_texts": 64}, "queue_size"),
+        ({"cors_origins": ["*"], "api_keys": [KEY]}, "leaked key"),
+        ({"cors_origins": ["example.org"]}, "http"),
+        ({"otlp_endpoint": "collector:4318"}, "SENTIMENT_OTLP_ENDPOINT"),
+        ({"port": 0}, "SENTIMENT_PORT"),
+        ({"max_body_bytes": 10}, "SENTIMENT_MAX_BODY_BYTES"),
+        ({"request_timeout_s": 0}, "SENTIMENT_REQUEST_TIMEOUT_S"),
+        ({"api_keys_file": "/nonexistent/keys"}, "cannot read"),
+        ({"log_level": "verbose"}, "SENTIMENT_LOG_LEVEL"),
+    ],
+    ids=lambda value: "-".join(value) if isinstance(value, dict) else None,
+)
+def test_unsafe_or_impossible_values_are_refused_by_name(overrides, words) -> None:
+    with pytest.raises(ConfigError, match=words):
+        load_settings(**overrides)
+
+
+def test_every_field_is_documented() -> None:
+    undocumented = [name for name, field in Settings.model_fields.items() if not field.description]
+
+    assert undocumented == []
+
+
+def test_inference_threads_share_the_cores_among_workers(monkeypatch) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+
+    assert load_settings(workers=2).inference_threads() == 4
+    assert load_settings(workers=16).inference_threads() == 1
+    assert load_settings(threads=3).inference_threads() == 3
