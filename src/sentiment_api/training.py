@@ -131,7 +131,7 @@ def _training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Gener
         chunk = order[start : start + pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
         batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)  # type: ignore[arg-type]
+    rng.shuffle(batches)  # type: ignore[arg-type, unused-ignore]
     return batches
 
 
