@@ -15,38 +15,17 @@ from pathlib import Path
 
 from sentiment_api.data import TEXT, load_splits
 from sentiment_api.model_card import ModelCard
-from sentiment_api.tokenization import TweetTokenizer
+from sentiment_api.tokenization import TweetTokenizer, train_roberta_tokenizer
 from sentiment_api.training import save_checkpoint
 
 
 def main(data: Path, out: Path) -> None:
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaForSequenceClassification
+    from transformers import RobertaConfig, RobertaForSequenceClassification
 
     prepared, splits = load_splits(data)
     labels = prepared.labels
-    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(
-        prepared.frame[TEXT].tolist(),
-        trainers.BpeTrainer(
-            vocab_size=8000, special_tokens=special, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
-        ),
-    )
-    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    hf_tokenizer = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        cls_token="<s>",
-        sep_token="</s>",
-        mask_token="<mask>",
-    )
+    tokenizer, hf_tokenizer = train_roberta_tokenizer(prepared.frame[TEXT].tolist(), vocab_size=8000)
     torch.manual_seed(0)
     config = RobertaConfig(  # roberta-base's shape; the vocabulary size sets the embedding size
         vocab_size=50265,

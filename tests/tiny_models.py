@@ -73,32 +73,11 @@ def build_tiny_bert(directory: Path) -> Path:
 
 def build_tiny_roberta(directory: Path) -> Path:
     """A 2-layer RoBERTa with a byte-level BPE tokenizer."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
-    from transformers import PreTrainedTokenizerFast, RobertaConfig, RobertaForSequenceClassification
+    from transformers import RobertaConfig, RobertaForSequenceClassification
 
-    special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(
-        _texts(),
-        trainers.BpeTrainer(
-            vocab_size=400,
-            special_tokens=special,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        ),
-    )
-    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token="<s>",
-        eos_token="</s>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        cls_token="<s>",
-        sep_token="</s>",
-        mask_token="<mask>",
-    )
+    from sentiment_api.tokenization import train_roberta_tokenizer
+
+    tokenizer, wrapper = train_roberta_tokenizer(_texts(), vocab_size=400)
     config = RobertaConfig(
         vocab_size=tokenizer.get_vocab_size(),
         hidden_size=32,
@@ -112,5 +91,5 @@ def build_tiny_roberta(directory: Path) -> Path:
         type_vocab_size=1,
     )
     RobertaForSequenceClassification(config).save_pretrained(directory)
-    fast.save_pretrained(directory)
+    wrapper.save_pretrained(directory)
     return directory

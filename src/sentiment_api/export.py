@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from pydantic import BaseModel, Field
 from .data import LABEL, TEXT, DataSpec, file_sha256, load_splits
 from .engine import ONNX_FILE
 from .errors import ConfigError, GateError, ModelError, require
-from .model_card import ModelCard, library_versions
+from .model_card import ModelCard, library_versions, staged_directory
 from .tokenization import TOKENIZER_FILE
 
 
@@ -254,9 +253,7 @@ def build_package(
         log(f"warning: {data_path} is not the file the model was trained on (sha256 differs)")
     validation = splits.validation[TEXT].tolist()
 
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
-    try:
+    with staged_directory(output_dir) as staging:
         work = staging / "work"
         work.mkdir()
         torch_classifier = Classifier.load(checkpoint)
@@ -303,10 +300,4 @@ def build_package(
             **library_versions("onnx", "onnxruntime", "tokenizers", "sentiment-api"),
         }
         card.save(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return card

@@ -10,8 +10,6 @@ from __future__ import annotations
 import math
 import random
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +22,7 @@ from .data import LABEL, TEXT, DataSpec, load_splits
 from .engine import Classifier, TorchBackend
 from .errors import ConfigError, ModelError, require
 from .evaluation import compute_metrics
-from .model_card import ModelCard, library_versions
+from .model_card import ModelCard, library_versions, staged_directory
 from .tokenization import TweetTokenizer
 
 BUNDLED_BASE = "all-MiniLM-L6-v2"
@@ -320,17 +318,8 @@ def save_checkpoint(
     model: Any, hf_tokenizer: Any, tokenizer: TweetTokenizer, card: ModelCard, output_dir: Path
 ) -> None:
     """Write weights, tokenizer and card into a temporary directory, then rename it into place."""
-    output_dir = Path(output_dir)
-    output_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(dir=output_dir.parent, prefix=f".{output_dir.name}."))
-    try:
+    with staged_directory(output_dir) as staging:
         model.save_pretrained(staging)
         hf_tokenizer.save_pretrained(staging)
         tokenizer.save(staging / "tokenizer.json")
         card.save(staging)
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        staging.rename(output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
