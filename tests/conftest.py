@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import pytest
 
-from tiny_models import build_tiny_bert, build_tiny_roberta, labelled_rows
+from tiny_models import build_tiny_bert, build_tiny_roberta, labelled_rows, write_rows
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data" / "nlp_data.xlsx"
-TEXT_COLUMN = "tweet_text"
-LABEL_COLUMN = "is_there_an_emotion_directed_at_a_brand_or_product"
 
 
 @pytest.fixture(scope="session")
@@ -21,15 +18,6 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_file():
         pytest.skip(f"reference data not found at {SHARED_DATA} (CI keeps ../shared beside the clone)")
     return SHARED_DATA
-
-
-def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
-    """A CSV with the reference file's column names."""
-    with path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow([TEXT_COLUMN, LABEL_COLUMN])
-        writer.writerows(rows)
-    return path
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,6 @@ import pandas as pd
 import pytest
 from rapidfuzz import fuzz
 
-from conftest import LABEL_COLUMN, TEXT_COLUMN, write_rows
 from sentiment_api.data import (
     DataSpec,
     load_splits,
@@ -11,6 +10,7 @@ from sentiment_api.data import (
     reference_near_duplicate_mask,
 )
 from sentiment_api.errors import DataError
+from tiny_models import LABEL_COLUMN, TEXT_COLUMN, write_rows
 
 
 @pytest.mark.shared_data

@@ -6,9 +6,12 @@ They stand in for hub models: the code under test loads them through the same
 
 from __future__ import annotations
 
+import csv
 import random
 from pathlib import Path
 
+TEXT_COLUMN = "tweet_text"
+LABEL_COLUMN = "is_there_an_emotion_directed_at_a_brand_or_product"
 LABELS = ["Negative emotion", "No emotion toward brand or product", "Positive emotion"]
 WORDS = {
     "Negative emotion": "hate broken awful crash slow worst angry fail bug sad terrible".split(),  # noqa: SIM905
@@ -93,3 +96,12 @@ def build_tiny_roberta(directory: Path) -> Path:
     RobertaForSequenceClassification(config).save_pretrained(directory)
     wrapper.save_pretrained(directory)
     return directory
+
+
+def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
+    """A CSV with the reference file's column names."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow([TEXT_COLUMN, LABEL_COLUMN])
+        writer.writerows(rows)
+    return path
