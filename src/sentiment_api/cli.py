@@ -14,6 +14,7 @@ import typer
 
 from .data import DataSpec
 from .errors import SentimentError
+from .training import TrainingConfig
 
 app = typer.Typer(
     help="Train, evaluate and run a tweet-sentiment classifier.",
@@ -25,6 +26,7 @@ data_app = typer.Typer(help="Inspect and split labelled tweet files.", no_args_i
 app.add_typer(data_app, name="data")
 
 _DEFAULT_SPEC = DataSpec()
+_TRAINING = TrainingConfig()  # the command's defaults are the library's
 DataFile = Annotated[Path, typer.Argument(help="Labelled tweets, .csv or .xlsx.")]
 Sheet = Annotated[str, typer.Option(help="Excel sheet to read.")]
 TextColumn = Annotated[str, typer.Option(help="Column with the tweet text.")]
@@ -110,22 +112,28 @@ def train(
     data: DataFile,
     out: Annotated[Path, typer.Option(help="Checkpoint directory to create.")],
     base_model: Annotated[str, typer.Option(help="Base model: local directory or hub id.")] = (
-        "all-MiniLM-L6-v2"
+        _TRAINING.base_model
     ),
-    epochs: Annotated[int, typer.Option(min=1)] = 6,
-    batch_size: Annotated[int, typer.Option(min=1)] = 32,
-    learning_rate: Annotated[float, typer.Option(min=0.0)] = 8e-5,
-    weight_decay: Annotated[float, typer.Option(min=0.0)] = 0.01,
-    warmup_ratio: Annotated[float, typer.Option(min=0.0, max=1.0)] = 0.1,
-    max_length: Annotated[int, typer.Option(min=8)] = 128,
-    layer_lr_decay: Annotated[float, typer.Option(min=0.01, max=1.0, help="Per-layer LR factor.")] = 1.0,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99)] = 0.0,
-    class_weights: Annotated[bool, typer.Option(help="Inverse-frequency loss weights.")] = True,
-    freeze_embeddings: Annotated[bool, typer.Option(help="Keep word embeddings fixed.")] = False,
+    epochs: Annotated[int, typer.Option(min=1)] = _TRAINING.epochs,
+    batch_size: Annotated[int, typer.Option(min=1)] = _TRAINING.batch_size,
+    learning_rate: Annotated[float, typer.Option(min=0.0)] = _TRAINING.learning_rate,
+    weight_decay: Annotated[float, typer.Option(min=0.0)] = _TRAINING.weight_decay,
+    warmup_ratio: Annotated[float, typer.Option(min=0.0, max=1.0)] = _TRAINING.warmup_ratio,
+    max_length: Annotated[int, typer.Option(min=8)] = _TRAINING.max_length,
+    layer_lr_decay: Annotated[
+        float, typer.Option(min=0.01, max=1.0, help="Per-layer LR factor.")
+    ] = _TRAINING.layer_lr_decay,
+    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99)] = _TRAINING.label_smoothing,
+    class_weights: Annotated[
+        bool, typer.Option(help="Inverse-frequency loss weights.")
+    ] = _TRAINING.class_weights,
+    freeze_embeddings: Annotated[
+        bool, typer.Option(help="Keep word embeddings fixed.")
+    ] = _TRAINING.freeze_embeddings,
     average_last: Annotated[
         int, typer.Option(min=1, help="Try the average of the last N epochs' weights.")
-    ] = 1,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = 42,
+    ] = _TRAINING.average_last,
+    seed: Annotated[int, typer.Option(help="Training seed.")] = _TRAINING.seed,
     threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
@@ -139,7 +147,6 @@ def train(
 ) -> None:
     """Fine-tune a sequence classifier, keep the best epoch, evaluate it, save a checkpoint."""
     from .evaluation import format_report
-    from .training import TrainingConfig
     from .training import train as run_training
 
     config = TrainingConfig(
