@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/nlp_data.xlsx
 EXTRAS ?= export,dev
-DEFAULT_TRAIN_ARGS ?=
+# the shipped model: seed 1 of three had the best validation macro-F1; one thread makes it repeatable
+DEFAULT_TRAIN_ARGS ?= --seed 1 --threads 1
 comma := ,
 STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVE_STAMP := $(VENV)/.installed-serve

@@ -39,12 +39,12 @@ class TrainingConfig(BaseModel):
     )
     epochs: int = Field(6, ge=1, description="Passes over the training split.")
     batch_size: int = Field(32, ge=1, description="Training batch size.")
-    learning_rate: float = Field(8e-5, gt=0, description="Peak AdamW learning rate.")
+    learning_rate: float = Field(1e-4, gt=0, description="Peak AdamW learning rate (of the top layer).")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay (not on biases/norms).")
     warmup_ratio: float = Field(0.1, ge=0, le=1, description="Share of steps spent warming up.")
     max_length: int = Field(128, ge=8, description="Maximum tokens per tweet; longer are truncated.")
     layer_lr_decay: float = Field(
-        1.0, gt=0, le=1, description="Learning-rate factor per encoder layer below the top (1: none)."
+        0.8, gt=0, le=1, description="Learning-rate factor per encoder layer below the top (1: none)."
     )
     label_smoothing: float = Field(0.0, ge=0, lt=1, description="Cross-entropy label smoothing.")
     class_weights: bool = Field(True, description="Weight the loss by inverse label frequency.")
@@ -53,7 +53,7 @@ class TrainingConfig(BaseModel):
     )
     seed: int = Field(42, description="Seed of weights init, shuffling and dropout.")
     average_last: int = Field(
-        1,
+        3,
         ge=1,
         description="Also try the uniform average of the last N epochs' weights; it replaces the best "
         "single epoch only when its validation macro-F1 is higher.",
