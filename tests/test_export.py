@@ -18,6 +18,7 @@ def test_int8_package_has_model_tokenizer_and_extended_card(trained_tiny_bert, t
     card = build_package(trained_tiny_bert, out, tiny_csv, log=lambda _: None)
     assert sorted(p.name for p in out.iterdir()) == ["model.onnx", "model_card.json", "tokenizer.json"]
     assert [p.name for p in tmp_path.iterdir()] == ["package"]  # no staging directory left
+    assert all(p.stat().st_mode & 0o044 == 0o044 for p in [out, *out.iterdir()])  # readable by others
     saved = ModelCard.load(out)
     assert saved.variant == "onnx-int8" and card.variant == "onnx-int8"
     assert saved.package["size_bytes"] == (out / "model.onnx").stat().st_size
