@@ -119,7 +119,7 @@ class SentimentService:
 
     def _infer(self, ids: list[Sequence[int]]) -> np.ndarray:
         assert self.classifier is not None
-        return self.classifier.probabilities_of_ids(ids, self.settings.max_batch_size)
+        return self.classifier.probabilities_of_ids(ids, self.settings.bucket_size)
 
     def _warm_up(self) -> None:
         """Run the shapes traffic will bring once, so the first requests do not pay for allocation."""
