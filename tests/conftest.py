@@ -50,3 +50,13 @@ def trained_tiny_bert(tiny_csv: Path, tiny_bert: Path, tmp_path_factory: pytest.
         log=lambda _: None,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def onnx_package(trained_tiny_bert: Path, tiny_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny checkpoint exported by the project's own exporter: a real int8 model package."""
+    from sentiment_api.export import build_package
+
+    out = tmp_path_factory.mktemp("served") / "package"
+    build_package(trained_tiny_bert, out, tiny_csv, log=lambda _: None)
+    return out

@@ -6,17 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from serving import LiveServer
-
-
-@pytest.fixture(scope="session")
-def onnx_package(trained_tiny_bert: Path, tiny_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny checkpoint exported by the project's own exporter: a real int8 model package."""
-    from sentiment_api.export import build_package
-
-    out = tmp_path_factory.mktemp("served") / "package"
-    build_package(trained_tiny_bert, out, tiny_csv, log=lambda _: None)
-    return out
 
 
 @pytest.fixture(scope="module")
