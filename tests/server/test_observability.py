@@ -10,9 +10,10 @@ from typing import ClassVar
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
-from serving import serving, settings_for
 
+from sentiment_api.model_card import ModelCard
 from sentiment_api.server.observability import JsonFormatter
+from serving import serving, settings_for
 
 
 def samples(client) -> dict[tuple[str, tuple], float]:
@@ -47,6 +48,10 @@ def test_metrics_count_requests_predictions_batches_and_tokens(onnx_package) -> 
     assert found[("sentiment_queue_depth", ())] == 0
     assert found[("sentiment_in_flight_requests", ())] == 1  # the scrape itself
     assert any(name == "sentiment_model_info" for name, _ in found)
+    shares = {
+        labels[0][1]: v for (name, labels), v in found.items() if name == "sentiment_training_label_share"
+    }
+    assert shares == ModelCard.load(onnx_package).label_shares
 
 
 def test_each_request_logs_one_json_line_without_the_text(onnx_package, caplog) -> None:

@@ -87,6 +87,15 @@ class Metrics:
             multiprocess_mode="max",
         )
 
+        self.training_share = Gauge(
+            "sentiment_training_label_share",
+            "Share of each label in the served model's training split (from its card): the baseline "
+            "the prediction-drift alert compares live label shares with.",
+            ["label"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+
     def record_batch(self, stats: BatchStats) -> None:
         """Called by the batcher after every inference call."""
         self.inference.observe(stats.seconds)

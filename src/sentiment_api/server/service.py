@@ -106,6 +106,8 @@ class SentimentService:
             return
         self.version = model_version(self.classifier)
         self.metrics.model.labels(self.version, self.classifier.card.variant).set(1)
+        for label, share in self.classifier.card.label_shares.items():
+            self.metrics.training_share.labels(label).set(share)
         if self.state is State.LOADING:
             self.state = State.READY
         log.info("model %s ready", self.version, extra={"fields": {"model_version": self.version}})
