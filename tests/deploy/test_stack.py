@@ -1,0 +1,96 @@
+"""The local stack's files: compose against the Compose specification, and the Grafana dashboard's
+every query answered by a real Prometheus scraping a real service."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving import LiveServer, free_port, wait_until
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sentiment-api.json"
+
+
+def test_compose_file_follows_the_compose_specification() -> None:
+    checker = Path(sys.executable).parent / "check-jsonschema"
+    if not checker.exists():
+        pytest.skip("check-jsonschema is not installed (dev extra)")
+    result = subprocess.run(
+        [str(checker), "--builtin-schema", "vendor.compose-spec", str(DEPLOY / "compose.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_covers_what_operators_watch() -> None:
+    titles = " ".join(panel["title"].lower() for panel in json.loads(DASHBOARD.read_text())["panels"])
+    for topic in ("traffic", "error", "latency", "inference", "batch", "queue", "label", "score"):
+        assert topic in titles
+
+
+def test_every_dashboard_query_returns_data_from_real_prometheus(onnx_package, tmp_path) -> None:
+    binary = shutil.which("prometheus")
+    if binary is None:
+        pytest.skip("prometheus is not installed (.ci/run installs Debian's prometheus)")
+    service = LiveServer(onnx_package, tmp_path / "service.log")
+    prometheus = None
+    try:
+        service.wait_ready()
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+            "scrape_configs:\n"
+            "  - job_name: sentiment-api\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{service.port}']}}]\n"
+        )
+        port = free_port()
+        prometheus = subprocess.Popen(
+            [
+                binary,
+                f"--config.file={config}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address=127.0.0.1:{port}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=(tmp_path / "prometheus.log").open("wb"),
+        )
+        api = f"http://127.0.0.1:{port}/api/v1/query"
+
+        def scraped() -> bool:
+            try:
+                answer = httpx.get(api, params={"query": 'up{job="sentiment-api"}'}, timeout=1).json()
+            except (httpx.TransportError, ValueError):
+                return False
+            return bool(answer.get("data", {}).get("result"))
+
+        wait_until(scraped, timeout=30)
+        with httpx.Client(base_url=service.url) as http:
+            end = time.monotonic() + 6
+            while time.monotonic() < end:  # a little traffic, spread over several scrapes
+                http.post("/predict", json={"text": "love the new ipad"})
+                http.post("/predict", json={"texts": ["worst app ever", "at the apple store"]})
+                time.sleep(0.05)
+        time.sleep(2.5)
+        empty = []
+        for panel in json.loads(DASHBOARD.read_text())["panels"]:
+            for target in panel["targets"]:
+                answer = httpx.get(api, params={"query": target["expr"]}, timeout=5).json()
+                assert answer["status"] == "success", (panel["title"], answer)
+                if not answer["data"]["result"]:
+                    empty.append(f"{panel['title']}: {target['expr']}")
+        assert empty == []
+    finally:
+        if prometheus is not None:
+            prometheus.terminate()
+            prometheus.wait(10)
+        service.stop()
