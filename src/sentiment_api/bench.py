@@ -24,7 +24,8 @@ import numpy as np
 
 from .data import LABEL, TEXT, DataSpec, load_splits
 from .engine import ONNX_FILE
-from .model_card import ModelCard, write_text_atomic
+from .files import staged_file, write_text_atomic
+from .model_card import ModelCard
 
 ALL_VARIANTS = ("pytorch", "onnx", "onnx-optimised", "onnx-int8")
 
@@ -87,7 +88,7 @@ def measure_variant(
 ) -> dict[str, Any]:
     """Runs in a child process: load one variant, warm up, time batched and batch-1 passes."""
     from .engine import Classifier
-    from .evaluation import compute_metrics
+    from .evaluation import score_probabilities
 
     classifier = Classifier.load(Path(directory), threads=threads)
     classifier.probabilities_of_clean(texts, batch_size)  # warm-up: arenas, kernels, caches
@@ -119,8 +120,7 @@ def measure_variant(
         "peak_memory_mb": peak_memory_mb(),
     }
     if truth is not None:
-        predicted = [classifier.labels[i] for i in probabilities.argmax(axis=1)]
-        metrics = compute_metrics(truth, predicted, classifier.labels)
+        metrics = score_probabilities(truth, probabilities, classifier.labels)
         result.update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
     return result
 
@@ -248,10 +248,9 @@ def plot_bench(result: dict[str, Any], path: Path) -> Path:
     size.set_title("model size")
     figure.suptitle(f"{Path(result['model']).name} on {result['machine']['cpu']}", fontsize=10)
     figure.tight_layout()
-    temporary = Path(path).with_name(f".{Path(path).name}.tmp")
-    figure.savefig(temporary, format="png")
+    with staged_file(path) as staging:
+        figure.savefig(staging, format="png")
     plt.close(figure)
-    temporary.replace(path)
     return Path(path)
 
 

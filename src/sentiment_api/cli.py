@@ -64,7 +64,7 @@ def _spec(
 
 
 def _echo_json(payload: Any, path: Path | None) -> None:
-    from .model_card import write_text_atomic
+    from .files import write_text_atomic
 
     text = json.dumps(payload, indent=2, ensure_ascii=False) + "\n"
     if path is None:

@@ -46,6 +46,13 @@ def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequen
     }
 
 
+def score_probabilities(
+    y_true: Sequence[str], probabilities: np.ndarray, labels: Sequence[str]
+) -> dict[str, Any]:
+    """:func:`compute_metrics` for the most probable label of each row of ``probabilities``."""
+    return compute_metrics(y_true, [labels[i] for i in np.argmax(probabilities, axis=1)], labels)
+
+
 def format_report(metrics: dict[str, Any], title: str = "") -> str:
     """A plain-text table of the headline metrics and the per-class scores."""
     width = max(len(label) for label in metrics["per_class"]) + 2
@@ -88,13 +95,12 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: Path, title: str = "") 
     )
     axes.set_title(f"{title}\n{headline}" if title else headline, fontsize=10)
     figure.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    figure.savefig(temporary, format="png")
+    from .files import staged_file
+
+    with staged_file(path) as staging:
+        figure.savefig(staging, format="png")
     plt.close(figure)
-    temporary.replace(path)
-    return path
+    return Path(path)
 
 
 def evaluate_classifier(
@@ -119,8 +125,7 @@ def evaluate_classifier(
     if unknown:
         raise ConfigError(f"{data_path}: labels {unknown} are not labels of the model")
     probabilities, _ = classifier.probabilities_of_clean(frame[TEXT].tolist())
-    predicted = [classifier.labels[i] for i in probabilities.argmax(axis=1)]
-    metrics = compute_metrics(frame[LABEL].tolist(), predicted, classifier.labels)
+    metrics = score_probabilities(frame[LABEL].tolist(), probabilities, classifier.labels)
     metrics["split"] = split
     metrics["data_sha256"] = data.sha256
     return metrics

@@ -23,7 +23,8 @@ from pydantic import BaseModel, Field
 from .data import LABEL, TEXT, DataSpec, file_sha256, load_splits
 from .engine import ONNX_FILE
 from .errors import ConfigError, GateError, ModelError, require
-from .model_card import ModelCard, library_versions, staged_directory
+from .files import staged_directory
+from .model_card import ModelCard, library_versions
 from .tokenization import TOKENIZER_FILE
 
 
@@ -183,7 +184,7 @@ def run_gate(
     in the same row order. fp32 and optimised ONNX must match PyTorch on the first
     ``parity_samples`` rows; int8 must agree with fp32 on labels and keep its macro-F1.
     """
-    from .evaluation import compute_metrics
+    from .evaluation import score_probabilities
 
     gate: dict[str, Any] = {"thresholds": thresholds.model_dump(), "failures": []}
     parity = slice(0, thresholds.parity_samples)
@@ -201,8 +202,8 @@ def run_gate(
         full = probabilities["onnx"].argmax(axis=1)
         quantised = probabilities["onnx-int8"].argmax(axis=1)
         agreement = float((full == quantised).mean())
-        f1_full = compute_metrics(truth, [labels[i] for i in full], labels)["macro_f1"]
-        f1_int8 = compute_metrics(truth, [labels[i] for i in quantised], labels)["macro_f1"]
+        f1_full = score_probabilities(truth, probabilities["onnx"], labels)["macro_f1"]
+        f1_int8 = score_probabilities(truth, probabilities["onnx-int8"], labels)["macro_f1"]
         drop = round(f1_full - f1_int8, 4)
         gate.update(
             int8_vs_fp32_label_agreement=round(agreement, 4),
@@ -238,7 +239,7 @@ def build_package(
 ) -> ModelCard:
     """Export a checkpoint as far as ``variant``, gate it on the validation split, package it."""
     from .engine import Classifier, OnnxBackend
-    from .evaluation import compute_metrics
+    from .evaluation import score_probabilities
 
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     if output_dir.exists() and not overwrite:
@@ -284,9 +285,8 @@ def build_package(
         card.source = {"checkpoint": checkpoint.name, "created_at": card.created_at, "metrics": card.metrics}
         card.metrics = {}
         for split, frame in (("validation", splits.validation), ("test", splits.test)):
-            predicted = _probabilities(packaged, frame[TEXT].tolist()).argmax(axis=1)
-            card.metrics[split] = compute_metrics(
-                frame[LABEL].tolist(), [card.labels[i] for i in predicted], card.labels
+            card.metrics[split] = score_probabilities(
+                frame[LABEL].tolist(), _probabilities(packaged, frame[TEXT].tolist()), card.labels
             )
         card.variant = variant
         card.package = {

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +9,7 @@ import numpy as np
 
 from .data import EXCEL_SUFFIXES, read_table, require_column
 from .errors import DataError
+from .files import staged_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -69,18 +68,11 @@ def write_table(frame: pd.DataFrame, path: Path) -> Path:
     suffix = path.suffix.lower()
     if suffix not in {".csv", *EXCEL_SUFFIXES}:
         raise DataError(f"{path}: unsupported output type {suffix!r}; use .csv or .xlsx")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=suffix)
-    os.close(handle)
-    try:
+    with staged_file(path) as staging:
         if suffix == ".csv":
-            frame.to_csv(temporary, index=False)
+            frame.to_csv(staging, index=False)
         else:
-            frame.to_excel(temporary, index=False, engine="openpyxl")
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+            frame.to_excel(staging, index=False, engine="openpyxl")
     return path
 
 

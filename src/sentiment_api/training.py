@@ -21,8 +21,9 @@ from pydantic import BaseModel, Field
 from .data import LABEL, TEXT, DataSpec, load_splits
 from .engine import Classifier, TorchBackend
 from .errors import ConfigError, ModelError, require
-from .evaluation import compute_metrics
-from .model_card import ModelCard, library_versions, staged_directory
+from .evaluation import score_probabilities
+from .files import staged_directory
+from .model_card import ModelCard, library_versions
 from .tokenization import TweetTokenizer
 
 BUNDLED_BASE = "all-MiniLM-L6-v2"
@@ -228,8 +229,7 @@ def train(
     def evaluate(split: str) -> dict[str, Any]:
         frame = getattr(splits, split)
         probabilities, _ = classifier.probabilities_of_clean(frame[TEXT].tolist(), config.eval_batch_size)
-        predicted = [labels[i] for i in probabilities.argmax(axis=1)]
-        return compute_metrics(frame[LABEL].tolist(), predicted, labels)
+        return score_probabilities(frame[LABEL].tolist(), probabilities, labels)
 
     history: list[dict[str, Any]] = []
     best_f1, best_state, best_epoch = -1.0, None, 0
