@@ -6,7 +6,8 @@
 # - single-tweet POST /predict bodies drawn from the reference tweets (../shared/data/nlp_data.xlsx);
 # - wrk, pinned to core 1 with taskset (the server is not pinned: it has both cores, shared with wrk);
 # - for each worker count in $WORKERS and each connection count in $CONNECTIONS: a warm-up, then a
-#   timed run; plus the engine's offline batched throughput (sentiment-api bench) in the same run.
+#   timed run; plus the engine's offline batched throughput (sentiment-api bench, and
+#   scripts/offline_streams.py with the server's batches and streams) in the same run.
 #
 # Environment: WORKERS="1 2"  CONNECTIONS="1 32"  DURATION=30s  WARMUP=5s  PORT=8099  DATA=...  OUT=...
 # Run it on a quiet machine: other CPU load (training jobs) makes every number meaningless.
@@ -54,9 +55,13 @@ end
 print(f"{len(tweets)} bodies")
 PY
 
-# 2. The engine's offline batched throughput, measured now, on this machine, for the 85% target.
+# 2. The engine's offline batched throughput, measured now, on this machine, for the 85% target:
+#    the Optimise issue's bench (one session of 2 threads, batches of 64), and the engine fed the way
+#    the server feeds it (arrival-order batches of 12 on two single-threaded streams), like for like.
 "$BIN/sentiment-api" bench "$MODEL" --data "$DATA" --out "$OUT/bench" --threads 2 --repeats 3 \
   >"$OUT/bench.txt" 2>&1 || echo "bench failed: see $OUT/bench.txt" >&2
+"$BIN/python" scripts/offline_streams.py "$MODEL" "$DATA" --streams 2 --threads 1 --batch 12 \
+  | tee "$OUT/offline-streams.txt"
 
 # 3. The server under load, for each worker count.
 for workers in $WORKERS; do

@@ -23,11 +23,15 @@ class RecordingModel:
         self.gate.set()
         self.entered = threading.Event()
 
-    def __call__(self, ids: list[Sequence[int]]) -> np.ndarray:
+    def __call__(self, ids: list[Sequence[int]], on_rows=None) -> np.ndarray:
         self.entered.set()
         assert self.gate.wait(10)
         self.calls.append([list(row) for row in ids])
-        return np.array([[sum(row), len(row)] for row in ids], dtype=np.float32)
+        return answer(ids)
+
+
+def answer(ids: Sequence[Sequence[int]]) -> np.ndarray:
+    return np.array([[sum(row), len(row)] for row in ids], dtype=np.float32)
 
 
 def later(seconds: float = 5.0) -> float:
@@ -167,3 +171,76 @@ def test_stop_finishes_queued_work_then_refuses_new_work() -> None:
         return [future.result().probabilities.tolist() for future in pending]
 
     assert run(main()) == [[[0, 1]], [[1, 1]], [[2, 1]]]
+
+
+def test_each_stream_runs_a_batch_at_the_same_time() -> None:
+    async def main():
+        model = RecordingModel()
+        model.gate.clear()
+        batcher = await started(model, streams=2)
+        first = batcher.enqueue([[1]], later())
+        await asyncio.to_thread(model.entered.wait, 5)
+        model.entered.clear()
+        second = batcher.enqueue([[2]], later())
+        # the first batch is still held inside the model: the second starts on the other stream
+        second_started = await asyncio.to_thread(model.entered.wait, 5)
+        model.gate.set()
+        results = await asyncio.gather(first, second)
+        await batcher.stop()
+        return second_started, [r.probabilities.tolist() for r in results]
+
+    second_started, rows = run(main())
+    assert second_started
+    assert rows == [[[1, 1]], [[2, 1]]]
+
+
+def test_queued_work_is_shared_among_idle_streams() -> None:
+    async def main(streams: int):
+        model = RecordingModel()
+        model.gate.clear()  # no batch finishes before every stream has taken its share
+        batcher = await started(model, streams=streams, max_batch_size=32)
+        pending = [batcher.enqueue([[i]], later()) for i in range(10)]
+        await asyncio.sleep(0.1)
+        model.gate.set()
+        await asyncio.gather(*pending)
+        await batcher.stop()
+        return sorted(len(call) for call in model.calls)
+
+    assert run(main(1)) == [10]
+    assert run(main(2)) == [5, 5]
+
+
+def test_warm_up_runs_once_on_every_inference_thread() -> None:
+    async def main():
+        batcher = await started(RecordingModel(), streams=3)
+        threads = await batcher.run_in_workers(threading.get_ident)
+        await batcher.stop()
+        return threads
+
+    assert len(set(run(main()))) == 3
+
+
+def test_rows_reported_early_answer_their_request_before_the_batch_ends() -> None:
+    finish = threading.Event()
+
+    def model(ids, on_rows):
+        on_rows(np.array([0, 1]), answer(ids[:2]))  # the first request's two rows are done
+        assert finish.wait(10)
+        return answer(ids)
+
+    async def main():
+        batcher = MicroBatcher(model, BatchLimits())
+        batcher.start()
+        early = batcher.enqueue([[1], [2, 2]], later())
+        late = batcher.enqueue([[3]], later())
+        early_rows = (await asyncio.wait_for(early, 5)).probabilities.tolist()
+        still_running = not late.done()
+        finish.set()
+        late_rows = (await late).probabilities.tolist()
+        await batcher.stop()
+        return early_rows, still_running, late_rows
+
+    early_rows, still_running, late_rows = run(main())
+    assert early_rows == [[1, 1], [4, 2]]
+    assert still_running
+    assert late_rows == [[3, 1]]

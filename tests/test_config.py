@@ -84,9 +84,15 @@ def test_every_field_is_documented() -> None:
     assert undocumented == []
 
 
-def test_inference_threads_share_the_cores_among_workers(monkeypatch) -> None:
+def test_every_worker_gets_a_single_threaded_stream_per_core_by_default(monkeypatch) -> None:
     monkeypatch.setattr("os.cpu_count", lambda: 8)
 
-    assert load_settings(workers=2).inference_threads() == 4
-    assert load_settings(workers=16).inference_threads() == 1
-    assert load_settings(threads=3).inference_threads() == 3
+    def plan(**settings):
+        loaded = load_settings(**settings)
+        return loaded.inference_streams(), loaded.inference_threads()
+
+    assert plan() == (8, 1)
+    assert plan(workers=2) == (8, 1)  # not a share: a worker may get most of the connections
+    assert plan(streams=1) == (1, 8)
+    assert plan(threads=2) == (4, 2)
+    assert plan(streams=2, threads=3) == (2, 3)

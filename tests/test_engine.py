@@ -28,3 +28,17 @@ def test_top_k_is_clamped_to_the_label_count(trained_tiny_bert) -> None:
     classifier = Classifier.load(trained_tiny_bert)
     assert len(classifier.predict(["ok"], top_k=10)[0].labels) == 3
     assert len(classifier.predict(["ok"], top_k=0)[0].labels) == 1
+
+
+def test_each_length_bucket_is_reported_as_soon_as_it_is_done(trained_tiny_bert) -> None:
+    classifier = Classifier.load(trained_tiny_bert)
+    ids = classifier.tokenizer.encode(["great", "a much longer tweet about the new ipad", "ok", "meh x"]).ids
+    reported: list[tuple[list[int], np.ndarray]] = []
+
+    probabilities = classifier.probabilities_of_ids(ids, 2, lambda rows, p: reported.append((list(rows), p)))
+
+    assert len(reported) == 2  # two buckets of two
+    assert sorted(i for rows, _ in reported for i in rows) == [0, 1, 2, 3]
+    for rows, bucket in reported:
+        np.testing.assert_allclose(bucket, probabilities[rows])
+    assert max(len(ids[i]) for i in reported[0][0]) <= min(len(ids[i]) for i in reported[1][0])

@@ -1,16 +1,19 @@
 """Coalesce concurrent requests into batched inference calls, with limits and back-pressure.
 
 Requests put their token ids on one bounded queue and get a future. A single collector task takes
-what is queued (up to a batch size and a token budget) whenever the inference thread is free, so
+what is queued (up to a batch size and a token budget) whenever an inference thread is free, so
 batches grow with load by themselves; once traffic shows requests arriving together, it also waits
-up to ``max_wait_s`` for a batch to fill. Inference runs on one worker thread, off the event loop.
-Jobs whose caller gave up (deadline passed, client gone) are dropped before inference.
+up to ``max_wait_s`` for a batch to fill. Inference runs off the event loop on ``streams`` worker
+threads, so one batch is formed (and its answers sent) while another runs: with a single stream the
+model sits idle between batches. Jobs whose caller gave up (deadline passed, client gone) are
+dropped before inference.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +26,10 @@ import numpy as np
 from .errors import DeadlineExceededError, NotReadyError, QueueFullError
 
 T = TypeVar("T")
-Infer = Callable[[list[Sequence[int]]], np.ndarray]
+OnRows = Callable[[np.ndarray, np.ndarray], None]
+# infer(ids, on_rows) -> probabilities of every row; it may call on_rows(indices, probabilities) from
+# its thread as parts of the batch finish, so their requests are answered before the rest
+Infer = Callable[[list[Sequence[int]], OnRows], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,7 @@ class BatchLimits:
     max_wait_s: float = 0.002
     token_budget: int = 8192
     queue_size: int = 512
+    streams: int = 1
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,10 @@ class MicroBatcher:
         self._depth = 0  # texts queued
         self._queued_tokens = 0
         self._wakeup = asyncio.Event()
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(max_workers=limits.streams, thread_name_prefix="inference")
+        self._free_streams = asyncio.Semaphore(limits.streams)
+        self._running: set[asyncio.Task[None]] = set()
+        self._busy_streams = 0
         self._collector: asyncio.Task[None] | None = None
         self._closed = False
         self._had_company = False
@@ -104,11 +114,25 @@ class MicroBatcher:
         self._wakeup.set()
         if self._collector is not None:
             await self._collector
+        if self._running:
+            await asyncio.wait(set(self._running))
         self._executor.shutdown(wait=True)
 
-    async def run_in_worker(self, function: Callable[[], T]) -> T:
-        """Run ``function`` on the inference thread (warm-up uses it to warm that very thread)."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, function)
+    async def run_in_workers(self, function: Callable[[], T]) -> list[T]:
+        """Run ``function`` once on each inference thread at the same time (warm-up uses it to warm
+        those very threads)."""
+        loop = asyncio.get_running_loop()
+        barrier = threading.Barrier(self.limits.streams)
+
+        def together() -> T:
+            barrier.wait()  # hold every thread until all have started, so each runs it once
+            return function()
+
+        return list(
+            await asyncio.gather(
+                *(loop.run_in_executor(self._executor, together) for _ in range(self.limits.streams))
+            )
+        )
 
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained, at the recent speed; at least one."""
@@ -177,9 +201,12 @@ class MicroBatcher:
                 await asyncio.wait_for(self._wakeup.wait(), remaining)
 
     def _take(self) -> list[_Job]:
-        """Pop the next batch: live jobs in arrival order, within the size and token limits."""
+        """Pop the next batch: live jobs in arrival order, within the size and token limits, and no
+        more than this stream's share of the queue, so idle streams are not left without work."""
         batch: list[_Job] = []
         texts = tokens = 0
+        free = self.limits.streams - self._busy_streams
+        max_texts = min(self.limits.max_batch_size, -(-self._depth // free))
         now = monotonic()
         while self._queue:
             job = self._queue[0]
@@ -187,10 +214,7 @@ class MicroBatcher:
             if (
                 not dead
                 and batch
-                and (
-                    texts + len(job.ids) > self.limits.max_batch_size
-                    or tokens + job.tokens > self.limits.token_budget
-                )
+                and (texts + len(job.ids) > max_texts or tokens + job.tokens > self.limits.token_budget)
             ):
                 break
             self._queue.popleft()
@@ -209,6 +233,7 @@ class MicroBatcher:
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
+            await self._free_streams.acquire()  # form a batch only when a thread can run it at once
             while not self._queue:
                 if self._closed:
                     return
@@ -218,24 +243,54 @@ class MicroBatcher:
                 await self._fill()
             batch = self._take()
             if not batch:
+                self._free_streams.release()
                 continue
             self._had_company = len(batch) > 1
-            ids = [row for job in batch for row in job.ids]
-            started = monotonic()
-            try:
-                probabilities = await loop.run_in_executor(self._executor, self.infer, ids)
-            except Exception as exc:  # a broken model fails these requests, not the collector
-                for job in batch:
-                    if not job.future.done():
-                        job.future.set_exception(exc)
-                continue
-            seconds = monotonic() - started
-            self._seconds_per_text = 0.8 * self._seconds_per_text + 0.2 * seconds / len(ids)
-            row = 0
+            self._busy_streams += 1
+            task = loop.create_task(self._run(batch, loop))
+            self._running.add(task)
+            task.add_done_callback(self._running.discard)
+
+    async def _run(self, batch: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
+        """Run one batch on a free inference thread; each job gets its rows as soon as they are done."""
+        ids = [row for job in batch for row in job.ids]
+        owner = np.repeat(np.arange(len(batch)), [len(job.ids) for job in batch])
+        first_row = np.cumsum([0] + [len(job.ids) for job in batch])
+        missing = [len(job.ids) for job in batch]
+        started = monotonic()
+        answers: np.ndarray | None = None
+
+        def answer(job: _Job, rows: np.ndarray) -> None:
+            if not job.future.done():
+                result = BatchResult(rows, started - job.enqueued, monotonic() - started, len(ids))
+                job.future.set_result(result)
+
+        def deliver(indices: np.ndarray, probabilities: np.ndarray) -> None:  # on the event loop
+            nonlocal answers
+            if answers is None:
+                answers = np.empty((len(ids), probabilities.shape[1]), dtype=probabilities.dtype)
+            answers[indices] = probabilities
+            for number in owner[indices]:
+                missing[number] -= 1
+                if missing[number] == 0:
+                    answer(batch[number], answers[first_row[number] : first_row[number + 1]])
+
+        def on_rows(indices: np.ndarray, probabilities: np.ndarray) -> None:  # on the inference thread
+            loop.call_soon_threadsafe(deliver, indices.copy(), probabilities.copy())
+
+        try:
+            probabilities = await loop.run_in_executor(self._executor, self.infer, ids, on_rows)
+        except Exception as exc:  # a broken model fails these requests, not the collector
             for job in batch:
-                rows = probabilities[row : row + len(job.ids)]
-                row += len(job.ids)
                 if not job.future.done():
-                    job.future.set_result(BatchResult(rows, started - job.enqueued, seconds, len(ids)))
-            if self._on_batch is not None:
-                self._on_batch(BatchStats(len(ids), len(batch), sum(job.tokens for job in batch), seconds))
+                    job.future.set_exception(exc)
+            return
+        finally:
+            self._busy_streams -= 1
+            self._free_streams.release()
+        seconds = monotonic() - started
+        self._seconds_per_text = 0.8 * self._seconds_per_text + 0.2 * seconds / len(ids) / self.limits.streams
+        for number, job in enumerate(batch):  # whatever on_rows did not report
+            answer(job, probabilities[first_row[number] : first_row[number + 1]])
+        if self._on_batch is not None:
+            self._on_batch(BatchStats(len(ids), len(batch), sum(job.tokens for job in batch), seconds))

@@ -7,7 +7,7 @@ ONNX Runtime backend needs neither torch nor transformers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -161,13 +161,24 @@ class Classifier:
         encoded = self.tokenizer.encode(texts)
         return self.probabilities_of_ids(encoded.ids, batch_size), encoded
 
-    def probabilities_of_ids(self, ids: Sequence[Sequence[int]], batch_size: int = 64) -> np.ndarray:
-        """Label probabilities for texts already tokenised (the server counts tokens before batching)."""
+    def probabilities_of_ids(
+        self,
+        ids: Sequence[Sequence[int]],
+        batch_size: int = 64,
+        on_rows: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """Label probabilities for texts already tokenised (the server counts tokens before batching).
+
+        ``on_rows(indices, probabilities)``, when given, hears of each length bucket as soon as it is
+        done, shortest first, so a server can answer those texts before the rest of the batch.
+        """
         probabilities = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
         for batch in length_buckets(lengths, batch_size):
             input_ids, attention_mask = self.tokenizer.pad([ids[i] for i in batch])
             probabilities[batch] = softmax(self.backend.logits(input_ids, attention_mask))
+            if on_rows is not None:
+                on_rows(batch, probabilities[batch])
         return probabilities
 
     def predict(self, texts: Sequence[str], batch_size: int = 64, top_k: int = 1) -> list[Prediction]:

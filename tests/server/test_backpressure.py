@@ -6,15 +6,20 @@ import asyncio
 import time
 
 import pytest
-from serving import gated_classifier, serving_async, settings_for
 
 from sentiment_api.engine import Classifier
 from sentiment_api.server import create_app
+from serving import gated_classifier, serving_async, settings_for
 
 TEXTS = [
     f"{word} the new ipad at sxsw"
     for word in ("love", "hate", "meh", "awesome", "broken", "map", "fun", "sad")
 ]
+
+
+def one_stream(package, **overrides):
+    """One inference stream, so a request held in inference holds up everything queued behind it."""
+    return settings_for(package, streams=1, **overrides)
 
 
 def run(coroutine):
@@ -42,7 +47,7 @@ def test_concurrent_requests_share_one_inference_call_and_each_gets_its_own_answ
     expected = Classifier.load(onnx_package, threads=1).predict(TEXTS, top_k=3)
 
     async def main():
-        app = create_app(settings_for(onnx_package, max_wait_ms=0), classifier)
+        app = create_app(one_stream(onnx_package, max_wait_ms=0), classifier)
         async with serving_async(app) as client:
             first = await hold_inference(client, backend)
             backend.calls.clear()
@@ -68,7 +73,7 @@ def test_a_full_queue_answers_429_with_retry_after(onnx_package) -> None:
     classifier, backend = gated_classifier(onnx_package)
 
     async def main():
-        settings = settings_for(onnx_package, queue_size=2, max_batch_texts=2, max_batch_size=1)
+        settings = one_stream(onnx_package, queue_size=2, max_batch_texts=2, max_batch_size=1)
         app = create_app(settings, classifier)
         async with serving_async(app) as client:
             first = await hold_inference(client, backend)
@@ -90,7 +95,7 @@ def test_a_request_past_its_deadline_gets_503_and_costs_no_inference(onnx_packag
     classifier, backend = gated_classifier(onnx_package)
 
     async def main():
-        app = create_app(settings_for(onnx_package, request_timeout_s=0.3), classifier)
+        app = create_app(one_stream(onnx_package, request_timeout_s=0.3), classifier)
         async with serving_async(app) as client:
             first = await hold_inference(client, backend)
             backend.calls.clear()
@@ -111,7 +116,7 @@ def test_a_client_that_disconnects_costs_no_inference(onnx_package) -> None:
     classifier, backend = gated_classifier(onnx_package)
 
     async def main():
-        app = create_app(settings_for(onnx_package), classifier)
+        app = create_app(one_stream(onnx_package), classifier)
         async with serving_async(app) as client:
             first = await hold_inference(client, backend)
             backend.calls.clear()
@@ -155,7 +160,7 @@ def test_before_the_model_is_warm_probes_answer_503_and_predict_waits(onnx_packa
     backend.gate.clear()  # warm-up runs on the model too, so the service stays loading
 
     async def main():
-        app = create_app(settings_for(onnx_package, request_timeout_s=0.3), classifier)
+        app = create_app(one_stream(onnx_package, request_timeout_s=0.3), classifier)
         async with serving_async(app, ready=False) as client:
             await asyncio.to_thread(backend.entered.wait, 10)
             before = [await client.get(path) for path in ("/", "/readyz", "/healthz", "/model")]
@@ -196,7 +201,7 @@ def test_a_failing_model_answers_a_bare_500_and_the_service_keeps_serving(onnx_p
     classifier = Classifier(backend, real.tokenizer, real.card)
 
     async def main():
-        app = create_app(settings_for(onnx_package), classifier)
+        app = create_app(one_stream(onnx_package), classifier)
         async with serving_async(app) as client:
             backend.broken = True
             failed = await client.post("/predict", json={"text": "boom"}, headers={"X-Request-ID": "bug-1"})

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ..batching import BatchLimits, BatchResult, MicroBatcher
+from ..batching import BatchLimits, BatchResult, MicroBatcher, OnRows
 from ..config import Settings
 from ..engine import Classifier, Prediction
 from ..errors import NotReadyError
@@ -94,12 +94,13 @@ class SentimentService:
                 settings.max_wait_ms / 1000,
                 settings.token_budget,
                 settings.queue_size,
+                settings.inference_streams(),
             )
             self.batcher = MicroBatcher(
                 self._infer, limits, self.metrics.record_batch, self.metrics.queue_depth.set
             )
             self.batcher.start()
-            await self.batcher.run_in_worker(self._warm_up)
+            await self.batcher.run_in_workers(self._warm_up)
         except Exception:
             log.exception("the model at %s could not be loaded", settings.model)
             self.state = State.FAILED
@@ -119,9 +120,9 @@ class SentimentService:
         if loading is None or not loading.done() or self.state is State.FAILED:
             raise NotReadyError("the model is not loaded yet; retry shortly", retry_after=1.0)
 
-    def _infer(self, ids: list[Sequence[int]]) -> np.ndarray:
+    def _infer(self, ids: list[Sequence[int]], on_rows: OnRows | None = None) -> np.ndarray:
         assert self.classifier is not None
-        return self.classifier.probabilities_of_ids(ids, self.settings.bucket_size)
+        return self.classifier.probabilities_of_ids(ids, self.settings.bucket_size, on_rows)
 
     def _warm_up(self) -> None:
         """Run the shapes traffic will bring once, so the first requests do not pay for allocation."""
