@@ -210,6 +210,28 @@ def test_queued_work_is_shared_among_idle_streams() -> None:
     assert run(main(2)) == [5, 5]
 
 
+def test_busy_streams_are_reported_as_batches_start_and_end() -> None:
+    async def main():
+        model = RecordingModel()
+        model.gate.clear()
+        busy: list[int] = []
+        batcher = MicroBatcher(model, BatchLimits(streams=2), on_busy=busy.append)
+        batcher.start()
+        first = batcher.enqueue([[1]], later())
+        await asyncio.to_thread(model.entered.wait, 5)
+        model.entered.clear()
+        second = batcher.enqueue([[2]], later())
+        await asyncio.to_thread(model.entered.wait, 5)
+        while len(busy) < 2:
+            await asyncio.sleep(0.001)
+        model.gate.set()
+        await asyncio.gather(first, second)
+        await batcher.stop()
+        return busy
+
+    assert run(main()) == [1, 2, 1, 0]
+
+
 def test_warm_up_runs_once_on_every_inference_thread() -> None:
     async def main():
         batcher = await started(RecordingModel(), streams=3)

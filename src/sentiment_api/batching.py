@@ -81,11 +81,13 @@ class MicroBatcher:
         limits: BatchLimits,
         on_batch: Callable[[BatchStats], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        on_busy: Callable[[int], None] | None = None,
     ) -> None:
         self.infer = infer
         self.limits = limits
         self._on_batch = on_batch
         self._on_depth = on_depth
+        self._on_busy = on_busy
         self._queue: deque[_Job] = deque()
         self._depth = 0  # texts queued
         self._queued_tokens = 0
@@ -186,6 +188,10 @@ class MicroBatcher:
         if self._on_depth is not None:
             self._on_depth(self._depth)
 
+    def _report_busy(self) -> None:
+        if self._on_busy is not None:
+            self._on_busy(self._busy_streams)
+
     def _full(self) -> bool:
         return self._depth >= self.limits.max_batch_size or self._queued_tokens >= self.limits.token_budget
 
@@ -247,6 +253,7 @@ class MicroBatcher:
                 continue
             self._had_company = len(batch) > 1
             self._busy_streams += 1
+            self._report_busy()
             task = loop.create_task(self._run(batch, loop))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
@@ -287,6 +294,7 @@ class MicroBatcher:
             return
         finally:
             self._busy_streams -= 1
+            self._report_busy()
             self._free_streams.release()
         seconds = monotonic() - started
         self._seconds_per_text = 0.8 * self._seconds_per_text + 0.2 * seconds / len(ids) / self.limits.streams

@@ -27,7 +27,7 @@ def samples(client) -> dict[tuple[str, tuple], float]:
 
 
 def test_metrics_count_requests_predictions_batches_and_tokens(onnx_package) -> None:
-    with serving(settings_for(onnx_package)) as client:
+    with serving(settings_for(onnx_package, streams=3)) as client:
         for _ in range(3):
             client.post("/predict", json={"text": "love the ipad"})
         client.post("/predict", json={"texts": ["hate it", "word " * 200]})
@@ -46,6 +46,8 @@ def test_metrics_count_requests_predictions_batches_and_tokens(onnx_package) -> 
     assert found[("sentiment_queue_wait_seconds_count", ())] == 4
     assert found[("sentiment_inference_seconds_count", ())] >= 4
     assert found[("sentiment_queue_depth", ())] == 0
+    assert found[("sentiment_inference_streams", ())] == 3
+    assert found[("sentiment_inference_streams_busy", ())] == 0  # all answered
     assert found[("sentiment_in_flight_requests", ())] == 1  # the scrape itself
     assert any(name == "sentiment_model_info" for name, _ in found)
     shares = {

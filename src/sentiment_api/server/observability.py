@@ -49,6 +49,18 @@ class Metrics:
         self.queue_depth = Gauge(
             "sentiment_queue_depth", "Texts waiting for inference.", registry=r, multiprocess_mode="livesum"
         )
+        self.streams = Gauge(
+            "sentiment_inference_streams",
+            "Inference streams (batches that can run at once).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.streams_busy = Gauge(
+            "sentiment_inference_streams_busy",
+            "Inference streams running a batch now: busy / streams is the model's saturation.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
         self.queue_wait = Histogram(
             "sentiment_queue_wait_seconds",
             "Time a request waited for its batch.",

@@ -97,8 +97,13 @@ class SentimentService:
                 settings.inference_streams(),
             )
             self.batcher = MicroBatcher(
-                self._infer, limits, self.metrics.record_batch, self.metrics.queue_depth.set
+                self._infer,
+                limits,
+                self.metrics.record_batch,
+                self.metrics.queue_depth.set,
+                self.metrics.streams_busy.set,
             )
+            self.metrics.streams.set(limits.streams)
             self.batcher.start()
             await self.batcher.run_in_workers(self._warm_up)
         except Exception:
