@@ -127,7 +127,7 @@ class MicroBatcher:
         barrier = threading.Barrier(self.limits.streams)
 
         def together() -> T:
-            barrier.wait()  # hold every thread until all have started, so each runs it once
+            barrier.wait(60)  # hold every thread until all have started, so each runs it once
             return function()
 
         return list(
