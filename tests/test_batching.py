@@ -42,10 +42,18 @@ def run(coroutine):
     return asyncio.run(coroutine)
 
 
-async def started(model: RecordingModel, **limits) -> MicroBatcher:
-    batcher = MicroBatcher(model, BatchLimits(**limits))
+async def started(model: RecordingModel, on_busy=None, **limits) -> MicroBatcher:
+    batcher = MicroBatcher(model, BatchLimits(**limits), on_busy=on_busy)
     batcher.start()
     return batcher
+
+
+async def held(batcher: MicroBatcher, model: RecordingModel, ids) -> asyncio.Future:
+    """Enqueue ``ids`` and return once the gated model is running them."""
+    model.entered.clear()
+    future = batcher.enqueue(ids, later())
+    assert await asyncio.to_thread(model.entered.wait, 5)
+    return future
 
 
 def test_concurrent_requests_share_one_inference_call_and_get_their_own_rows() -> None:
@@ -85,8 +93,7 @@ def test_requests_arriving_during_inference_form_the_next_batch() -> None:
         model = RecordingModel()
         model.gate.clear()
         batcher = await started(model)
-        first = batcher.enqueue([[1]], later())
-        await asyncio.to_thread(model.entered.wait, 5)
+        first = await held(batcher, model, [[1]])
         rest = [batcher.enqueue([[i]], later()) for i in range(2, 6)]
         model.gate.set()
         await asyncio.gather(first, *rest)
@@ -101,8 +108,7 @@ def test_a_full_queue_refuses_with_a_retry_after() -> None:
         model = RecordingModel()
         model.gate.clear()
         batcher = await started(model, queue_size=3)
-        running = batcher.enqueue([[1]], later())
-        await asyncio.to_thread(model.entered.wait, 5)
+        running = await held(batcher, model, [[1]])
         waiting = batcher.enqueue([[2], [3], [4]], later())
         with pytest.raises(QueueFullError) as refused:
             batcher.enqueue([[5]], later())
@@ -121,8 +127,7 @@ def test_a_request_past_its_deadline_is_answered_and_never_inferred() -> None:
         model = RecordingModel()
         model.gate.clear()
         batcher = await started(model)
-        running = batcher.enqueue([[1]], later())
-        await asyncio.to_thread(model.entered.wait, 5)
+        running = await held(batcher, model, [[1]])
         deadline = time.monotonic() + 0.05
         with pytest.raises(DeadlineExceededError):
             await batcher.wait(batcher.enqueue([[2]], deadline), deadline)
@@ -139,8 +144,7 @@ def test_a_caller_that_disconnects_costs_no_inference() -> None:
         model = RecordingModel()
         model.gate.clear()
         batcher = await started(model)
-        running = batcher.enqueue([[1]], later())
-        await asyncio.to_thread(model.entered.wait, 5)
+        running = await held(batcher, model, [[1]])
         gone = asyncio.Event()
 
         async def disconnected():
@@ -178,8 +182,7 @@ def test_each_stream_runs_a_batch_at_the_same_time() -> None:
         model = RecordingModel()
         model.gate.clear()
         batcher = await started(model, streams=2)
-        first = batcher.enqueue([[1]], later())
-        await asyncio.to_thread(model.entered.wait, 5)
+        first = await held(batcher, model, [[1]])
         model.entered.clear()
         second = batcher.enqueue([[2]], later())
         # the first batch is still held inside the model: the second starts on the other stream
@@ -215,13 +218,9 @@ def test_busy_streams_are_reported_as_batches_start_and_end() -> None:
         model = RecordingModel()
         model.gate.clear()
         busy: list[int] = []
-        batcher = MicroBatcher(model, BatchLimits(streams=2), on_busy=busy.append)
-        batcher.start()
-        first = batcher.enqueue([[1]], later())
-        await asyncio.to_thread(model.entered.wait, 5)
-        model.entered.clear()
-        second = batcher.enqueue([[2]], later())
-        await asyncio.to_thread(model.entered.wait, 5)
+        batcher = await started(model, on_busy=busy.append, streams=2)
+        first = await held(batcher, model, [[1]])
+        second = await held(batcher, model, [[2]])
         while len(busy) < 2:
             await asyncio.sleep(0.001)
         model.gate.set()

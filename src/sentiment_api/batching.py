@@ -261,9 +261,9 @@ class MicroBatcher:
     async def _run(self, batch: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
         """Run one batch on a free inference thread; each job gets its rows as soon as they are done."""
         ids = [row for job in batch for row in job.ids]
-        owner = np.repeat(np.arange(len(batch)), [len(job.ids) for job in batch])
-        first_row = np.cumsum([0] + [len(job.ids) for job in batch])
-        missing = [len(job.ids) for job in batch]
+        missing = [len(job.ids) for job in batch]  # rows of each job not answered yet
+        owner = np.repeat(np.arange(len(batch)), missing)
+        first_row = np.cumsum([0, *missing])
         started = monotonic()
         answers: np.ndarray | None = None
 
