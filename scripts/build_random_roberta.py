@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from sentiment_api.data import TEXT, load_splits
-from sentiment_api.model_card import ModelCard
+from sentiment_api.model_card import DataRecord, ModelCard
 from sentiment_api.tokenization import TweetTokenizer, train_roberta_tokenizer
-from sentiment_api.training import save_checkpoint
+from sentiment_api.training.base import StartingPoint, save_checkpoint
 
 
 def main(data: Path, out: Path) -> None:
@@ -44,9 +44,9 @@ def main(data: Path, out: Path) -> None:
         max_length=128,
         pad_token_id=1,
         base_model="RoBERTa-base shape, random weights (speed and size only)",
-        data={"file": prepared.source.name, "sha256": prepared.sha256, "splits": splits.sizes()},
+        data=DataRecord(file=prepared.source.name, sha256=prepared.sha256, splits=splits.sizes()),
     )
-    save_checkpoint(model, hf_tokenizer, TweetTokenizer(tokenizer, 128, 1), card, out)
+    save_checkpoint(StartingPoint(model, hf_tokenizer, TweetTokenizer(tokenizer, 128, 1)), card, out)
     print(f"wrote {out} ({sum(p.numel() for p in model.parameters()) / 1e6:.0f}M parameters)")
 
 

@@ -61,9 +61,9 @@ def main() -> None:
                 "config": name,
                 "seed": seed,
                 "overrides": json.loads(overrides),
-                "best_epoch": card.training["best_epoch"],
-                "seconds": card.training["seconds"],
-                **{split: {m: card.metrics[split][m] for m in METRICS} for split in card.metrics},
+                "best_epoch": card.training.best_epoch,
+                "seconds": card.training.seconds,
+                **{split: scores.headline() for split, scores in card.metrics.items()},
             }
             with log.open("a") as handle:
                 handle.write(json.dumps(row) + "\n")

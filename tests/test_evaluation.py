@@ -7,12 +7,17 @@ def test_metrics_on_known_predictions() -> None:
     truth = ["neg", "neg", "neu", "neu", "neu", "pos"]
     guess = ["neg", "neu", "neu", "neu", "pos", "pos"]
     metrics = compute_metrics(truth, guess, LABELS)
-    assert metrics["accuracy"] == round(4 / 6, 4)
-    assert metrics["balanced_accuracy"] == round((1 / 2 + 2 / 3 + 1) / 3, 4)
-    assert metrics["per_class"]["neg"] == {"precision": 1.0, "recall": 0.5, "f1": 0.6667, "support": 2}
-    assert metrics["confusion_matrix"] == [[1, 1, 0], [0, 2, 1], [0, 0, 1]]
+    assert metrics.accuracy == round(4 / 6, 4)
+    assert metrics.balanced_accuracy == round((1 / 2 + 2 / 3 + 1) / 3, 4)
+    assert metrics.per_class["neg"].model_dump() == {
+        "precision": 1.0,
+        "recall": 0.5,
+        "f1": 0.6667,
+        "support": 2,
+    }
+    assert metrics.confusion_matrix == [[1, 1, 0], [0, 2, 1], [0, 0, 1]]
     expected_f1 = (2 / 3 + 2 * (2 / 3) * (2 / 3) / (4 / 3) + 2 / 3) / 3
-    assert metrics["macro_f1"] == round(expected_f1, 4)
+    assert metrics.macro_f1 == round(expected_f1, 4)
 
 
 def test_report_lists_every_label() -> None:

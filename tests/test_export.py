@@ -7,10 +7,9 @@ import pytest
 
 from sentiment_api.engine import Classifier, OnnxBackend
 from sentiment_api.errors import ConfigError, GateError
-from sentiment_api.export import GateThresholds, build_package, run_gate
+from sentiment_api.export import build_package
+from sentiment_api.gate import GateThresholds
 from sentiment_api.model_card import ModelCard
-
-LABELS = ["a", "b", "c"]
 
 
 def test_int8_package_has_model_tokenizer_and_extended_card(trained_tiny_bert, tiny_csv, tmp_path) -> None:
@@ -21,12 +20,14 @@ def test_int8_package_has_model_tokenizer_and_extended_card(trained_tiny_bert, t
     assert all(p.stat().st_mode & 0o044 == 0o044 for p in [out, *out.iterdir()])  # readable by others
     saved = ModelCard.load(out)
     assert saved.variant == "onnx-int8" and card.variant == "onnx-int8"
-    assert saved.package["size_bytes"] == (out / "model.onnx").stat().st_size
-    assert len(saved.package["sha256"]) == 64 and saved.package["opset"] == 17
-    assert saved.package["fusions"]["Attention"] == 2  # both tiny layers fused
-    assert saved.gate["passed"] and not saved.gate["override"]
-    assert saved.gate["onnx_vs_pytorch_max_probability_diff"] <= 1e-4
-    assert saved.source["metrics"]["test"]["n"] == 6
+    assert saved.package is not None and saved.gate is not None and saved.source is not None
+    assert saved.package.size_bytes == (out / "model.onnx").stat().st_size
+    assert len(saved.package.sha256) == 64 and saved.package.opset == 17
+    assert saved.package.fusions["Attention"] == 2  # both tiny layers fused
+    assert saved.gate.passed and not saved.gate.override
+    assert saved.gate.onnx_vs_pytorch_max_probability_diff is not None
+    assert saved.gate.onnx_vs_pytorch_max_probability_diff <= 1e-4
+    assert saved.source.metrics["test"].n == 6
     assert set(saved.metrics) == {"validation", "test"}
     assert isinstance(Classifier.load(out).backend, OnnxBackend)
 
@@ -35,7 +36,7 @@ def test_int8_package_has_model_tokenizer_and_extended_card(trained_tiny_bert, t
 def test_each_variant_can_be_produced_alone(trained_tiny_bert, tiny_csv, tmp_path, variant) -> None:
     card = build_package(trained_tiny_bert, tmp_path / variant, tiny_csv, variant=variant, log=lambda _: None)
     assert card.variant == variant
-    assert "int8_vs_fp32_label_agreement" not in card.gate
+    assert card.gate is not None and card.gate.int8_vs_fp32_label_agreement is None
     torch_model = Classifier.load(trained_tiny_bert)
     onnx_model = Classifier.load(tmp_path / variant)
     texts = ["love the new ipad", "worst app crash ever " * 4, "panel at the store"]
@@ -57,7 +58,8 @@ def test_roberta_exports_too(tiny_csv, tiny_roberta, tmp_path) -> None:
         log=lambda _: None,
     )
     card = build_package(checkpoint, tmp_path / "package", tiny_csv, log=lambda _: None)
-    assert card.gate["onnx_vs_pytorch_max_probability_diff"] <= 1e-4
+    assert card.gate is not None and card.gate.onnx_vs_pytorch_max_probability_diff is not None
+    assert card.gate.onnx_vs_pytorch_max_probability_diff <= 1e-4
     assert Classifier.load(tmp_path / "package").predict(["love it"])[0].label in card.labels
 
 
@@ -74,23 +76,8 @@ def test_gate_failure_refuses_the_package_unless_overridden(trained_tiny_bert, t
         accept_gate_failure=True,
         log=lambda _: None,
     )
-    assert card.gate["override"] and not card.gate["passed"]
+    assert card.gate is not None and card.gate.override and not card.gate.passed
     assert json.loads((tmp_path / "p" / "model_card.json").read_text())["gate"]["override"] is True
-
-
-def test_gate_figures() -> None:
-    truth = ["a", "b", "c", "a"]
-    pytorch = np.array([[0.9, 0.05, 0.05], [0.1, 0.8, 0.1], [0.2, 0.2, 0.6], [0.5, 0.4, 0.1]])
-    drifted = pytorch + np.array([[0, 0, 0], [0, 0, 0], [0, 0, 0], [-0.2, 0.2, 0.0]])
-    gate = run_gate(
-        {"pytorch": pytorch, "onnx": pytorch + 1e-6, "onnx-int8": drifted}, truth, LABELS, GateThresholds()
-    )
-    assert gate["int8_vs_fp32_label_agreement"] == 0.75
-    assert gate["int8_macro_f1_drop"] > 0.01
-    assert not gate["passed"] and len(gate["failures"]) == 2
-    assert run_gate({"pytorch": pytorch, "onnx": pytorch + 1e-3}, truth, LABELS, GateThresholds())[
-        "failures"
-    ] == ["onnx differs from PyTorch by 1.00e-03 in probability > 1e-04"]
 
 
 def test_unknown_variant_is_refused(trained_tiny_bert, tiny_csv, tmp_path) -> None:

@@ -29,10 +29,10 @@ def test_tiny_bert_checkpoint_reloads_and_predicts(trained_tiny_bert) -> None:
     card = ModelCard.load(trained_tiny_bert)
     assert card.labels == LABELS
     assert card.normaliser == "legacy@1"
-    assert card.data["splits"] == {"train": 48, "validation": 6, "test": 6}
-    assert len(card.data["sha256"]) == 64
-    assert card.hyperparameters["epochs"] == 3 and len(card.training["history"]) == 3
-    assert 1 <= card.training["best_epoch"] <= 3
+    assert card.data.splits == {"train": 48, "validation": 6, "test": 6}
+    assert len(card.data.sha256) == 64
+    assert card.hyperparameters.epochs == 3 and len(card.training.history) == 3
+    assert 1 <= card.training.best_epoch <= 3
     assert set(card.metrics) == {"validation", "test"}
     assert {"torch", "transformers", "tokenizers"} <= set(card.versions)
     assert abs(sum(card.label_shares.values()) - 1) < 1e-3
@@ -48,13 +48,13 @@ def test_tiny_bert_checkpoint_reloads_and_predicts(trained_tiny_bert) -> None:
 
 def test_best_validation_epoch_or_average_is_the_one_saved(trained_tiny_bert) -> None:
     card = ModelCard.load(trained_tiny_bert)
-    best = max(card.training["history"], key=lambda row: row["macro_f1"])
-    assert card.training["best_epoch"] == best["epoch"]
-    averaged = card.training["averaged"]
-    assert averaged["epochs"] == 2
-    assert averaged["used"] == (averaged["validation_macro_f1"] > best["macro_f1"])
-    kept = averaged["validation_macro_f1"] if averaged["used"] else best["macro_f1"]
-    assert card.metrics["validation"]["macro_f1"] == kept
+    best = max(card.training.history, key=lambda row: row.macro_f1)
+    assert card.training.best_epoch == best.epoch
+    averaged = card.training.averaged
+    assert averaged is not None and averaged.epochs == 2
+    assert averaged.used == (averaged.validation_macro_f1 > best.macro_f1)
+    kept = averaged.validation_macro_f1 if averaged.used else best.macro_f1
+    assert card.metrics["validation"].macro_f1 == kept
 
 
 def test_average_states_is_the_mean_of_float_tensors() -> None:

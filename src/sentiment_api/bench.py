@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from .data import LABEL, TEXT, DataSpec, load_splits
+from .data import LABEL, TEXT, load_splits
 from .engine import ONNX_FILE
 from .files import staged_file, write_text_atomic
 from .model_card import ModelCard
@@ -121,7 +121,7 @@ def measure_variant(
     }
     if truth is not None:
         metrics = score_probabilities(truth, probabilities, classifier.labels)
-        result.update(accuracy=metrics["accuracy"], macro_f1=metrics["macro_f1"])
+        result.update(accuracy=metrics.accuracy, macro_f1=metrics.macro_f1)
     return result
 
 
@@ -164,8 +164,7 @@ def run_bench(
 ) -> dict[str, Any]:
     """Measure every variant of ``target`` on the test split of ``data_path``."""
     card = ModelCard.load(target)
-    spec = DataSpec.model_validate(card.data.get("spec", {}))
-    _, splits = load_splits(data_path, spec)
+    _, splits = load_splits(data_path, card.data.spec)
     texts = splits.test[TEXT].tolist()
     truth = None if speed_only else splits.test[LABEL].tolist()
     rows: list[dict[str, Any]] = []

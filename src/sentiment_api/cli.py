@@ -14,7 +14,7 @@ import typer
 
 from .data import DataSpec
 from .errors import SentimentError
-from .training import TrainingConfig
+from .recipe import TrainingConfig
 
 app = typer.Typer(
     help="Train, evaluate and run a tweet-sentiment classifier.",
@@ -169,7 +169,7 @@ def train(
     card = run_training(data, out, config, spec, progress=progress, overwrite=overwrite, log=_stderr)
     for split in ("validation", "test"):
         typer.echo(format_report(card.metrics[split], f"{split}:"))
-    typer.echo(f"saved {out} (best epoch {card.training['best_epoch']}, {card.training['seconds']} s)")
+    typer.echo(f"saved {out} (best epoch {card.training.best_epoch}, {card.training.seconds} s)")
 
 
 @app.command()
@@ -188,10 +188,10 @@ def evaluate(
     classifier = Classifier.load(model)
     metrics = evaluate_classifier(classifier, data, split, sheet)
     if out is not None:
-        _echo_json(metrics, out / "metrics.json")
+        _echo_json(metrics.model_dump(mode="json"), out / "metrics.json")
         plot_confusion_matrix(metrics, out / "confusion_matrix.png", f"{model.name} on {split}")
     if as_json:
-        _echo_json(metrics, None)
+        _echo_json(metrics.model_dump(mode="json"), None)
     else:
         typer.echo(format_report(metrics, f"{model} on {data.name} ({split}):"))
         if out is not None:
@@ -262,13 +262,14 @@ def export(
         overwrite=overwrite,
         log=_stderr,
     )
-    figures = {k: v for k, v in card.gate.items() if k not in ("thresholds", "failures")}
+    assert card.gate is not None and card.package is not None
+    figures = {**card.gate.figures(), "passed": card.gate.passed, "override": card.gate.override}
     typer.echo(f"gate: {json.dumps(figures)}")
     test = card.metrics["test"]
     typer.echo(
-        f"wrote {out} ({card.variant}, {card.package['size_bytes'] / 1e6:.1f} MB); test accuracy "
-        f"{test['accuracy']:.4f} balanced accuracy {test['balanced_accuracy']:.4f} "
-        f"macro-F1 {test['macro_f1']:.4f}"
+        f"wrote {out} ({card.variant}, {card.package.size_bytes / 1e6:.1f} MB); test accuracy "
+        f"{test.accuracy:.4f} balanced accuracy {test.balanced_accuracy:.4f} "
+        f"macro-F1 {test.macro_f1:.4f}"
     )
 
 

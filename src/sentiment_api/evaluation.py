@@ -4,14 +4,45 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
+from pydantic import BaseModel, Field
+
+if TYPE_CHECKING:
+    from .engine import Classifier
 
 HEADLINE = ("accuracy", "balanced_accuracy", "macro_f1")
 
 
-def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> dict[str, Any]:
+class ClassScores(BaseModel):
+    """Precision, recall and F1 of one label, and how many rows carry it."""
+
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+class Scores(BaseModel):
+    """How well predictions match the truth on one set of rows."""
+
+    n: int = Field(description="Rows scored.")
+    accuracy: float
+    balanced_accuracy: float = Field(description="Mean recall over labels (macro-recall).")
+    macro_f1: float
+    per_class: dict[str, ClassScores]
+    labels: list[str] = Field(description="Label order of the confusion matrix.")
+    confusion_matrix: list[list[int]] = Field(description="Rows: true label; columns: predicted.")
+    split: str | None = Field(None, description="The split scored, when it is one of a data file.")
+    data_sha256: str | None = Field(None, description="sha256 of the data file scored.")
+
+    def headline(self) -> dict[str, float]:
+        """Accuracy, balanced accuracy and macro-F1."""
+        return {name: getattr(self, name) for name in HEADLINE}
+
+
+def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> Scores:
     """Accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
     from sklearn.metrics import (
         accuracy_score,
@@ -25,57 +56,51 @@ def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequen
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=labels, zero_division=0
     )
-    return {
-        "n": len(y_true),
-        "accuracy": round(float(accuracy_score(y_true, y_pred)), 4),
-        "balanced_accuracy": round(float(balanced_accuracy_score(y_true, y_pred)), 4),
-        "macro_f1": round(
-            float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4
-        ),
-        "per_class": {
-            label: {
-                "precision": round(float(p), 4),
-                "recall": round(float(r), 4),
-                "f1": round(float(f), 4),
-                "support": int(s),
-            }
+    return Scores(
+        n=len(y_true),
+        accuracy=round(float(accuracy_score(y_true, y_pred)), 4),
+        balanced_accuracy=round(float(balanced_accuracy_score(y_true, y_pred)), 4),
+        macro_f1=round(float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0)), 4),
+        per_class={
+            label: ClassScores(
+                precision=round(float(p), 4), recall=round(float(r), 4), f1=round(float(f), 4), support=int(s)
+            )
             for label, p, r, f, s in zip(labels, precision, recall, f1, support, strict=True)
         },
-        "labels": labels,
-        "confusion_matrix": confusion_matrix(y_true, y_pred, labels=labels).tolist(),
-    }
+        labels=labels,
+        confusion_matrix=confusion_matrix(y_true, y_pred, labels=labels).tolist(),
+    )
 
 
-def score_probabilities(
-    y_true: Sequence[str], probabilities: np.ndarray, labels: Sequence[str]
-) -> dict[str, Any]:
+def score_probabilities(y_true: Sequence[str], probabilities: np.ndarray, labels: Sequence[str]) -> Scores:
     """:func:`compute_metrics` for the most probable label of each row of ``probabilities``."""
     return compute_metrics(y_true, [labels[i] for i in np.argmax(probabilities, axis=1)], labels)
 
 
-def format_report(metrics: dict[str, Any], title: str = "") -> str:
+def format_report(metrics: Scores, title: str = "") -> str:
     """A plain-text table of the headline metrics and the per-class scores."""
-    width = max(len(label) for label in metrics["per_class"]) + 2
+    width = max(len(label) for label in metrics.per_class) + 2
     lines = [title] if title else []
-    lines.append("  ".join(f"{name} {metrics[name]:.4f}" for name in HEADLINE) + f"  (n={metrics['n']})")
+    lines.append(
+        "  ".join(f"{name} {value:.4f}" for name, value in metrics.headline().items()) + f"  (n={metrics.n})"
+    )
     lines.append(f"{'label':<{width}}{'precision':>10}{'recall':>10}{'f1':>10}{'support':>10}")
-    for label, row in metrics["per_class"].items():
+    for label, row in metrics.per_class.items():
         lines.append(
-            f"{label:<{width}}{row['precision']:>10.4f}{row['recall']:>10.4f}"
-            f"{row['f1']:>10.4f}{row['support']:>10d}"
+            f"{label:<{width}}{row.precision:>10.4f}{row.recall:>10.4f}{row.f1:>10.4f}{row.support:>10d}"
         )
     return "\n".join(lines)
 
 
-def plot_confusion_matrix(metrics: dict[str, Any], path: Path, title: str = "") -> Path:
+def plot_confusion_matrix(metrics: Scores, path: Path, title: str = "") -> Path:
     """Save the confusion matrix (counts, with row-normalised shading) as a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    matrix = np.asarray(metrics["confusion_matrix"], dtype=float)
-    labels = metrics["labels"]
+    matrix = np.asarray(metrics.confusion_matrix, dtype=float)
+    labels = metrics.labels
     shares = matrix / np.maximum(matrix.sum(axis=1, keepdims=True), 1)
     figure, axes = plt.subplots(figsize=(6.4, 5.2), dpi=120)
     image = axes.imshow(shares, cmap="Blues", vmin=0, vmax=1)
@@ -90,8 +115,8 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: Path, title: str = "") 
             colour = "white" if shares[i, j] > 0.5 else "black"
             axes.text(j, i, f"{int(matrix[i, j])}", ha="center", va="center", color=colour)
     headline = (
-        f"acc {metrics['accuracy']:.3f} · bal-acc {metrics['balanced_accuracy']:.3f} · "
-        f"macro-F1 {metrics['macro_f1']:.3f}"
+        f"acc {metrics.accuracy:.3f} · bal-acc {metrics.balanced_accuracy:.3f} · "
+        f"macro-F1 {metrics.macro_f1:.3f}"
     )
     axes.set_title(f"{title}\n{headline}" if title else headline, fontsize=10)
     figure.tight_layout()
@@ -104,21 +129,21 @@ def plot_confusion_matrix(metrics: dict[str, Any], path: Path, title: str = "") 
 
 
 def evaluate_classifier(
-    classifier: Any, data_path: Path, split: str = "test", sheet: str | None = None
-) -> dict[str, Any]:
+    classifier: Classifier, data_path: Path, split: str = "test", sheet: str | None = None
+) -> Scores:
     """Metrics of a loaded classifier on one split of a labelled file, made as its card says.
 
     The split is rebuilt with the data spec recorded in the model card (same cleaning, same seed),
     so ``test`` means the very rows the model was tested on; ``all`` uses every prepared row.
     """
-    from .data import LABEL, SPLITS, TEXT, DataSpec, load_tweets, split_tweets
+    from .data import LABEL, SPLITS, TEXT, load_tweets, split_tweets
     from .errors import ConfigError
 
     if split not in (*SPLITS, "all"):
         raise ConfigError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} or all")
-    spec = DataSpec.model_validate(classifier.card.data.get("spec", {}))
+    spec = classifier.card.data.spec
     if sheet is not None:
-        spec.sheet = sheet
+        spec = spec.model_copy(update={"sheet": sheet})
     data = load_tweets(data_path, spec)
     frame = data.frame if split == "all" else getattr(split_tweets(data, spec), split)
     unknown = sorted(set(frame[LABEL]) - set(classifier.labels))
@@ -126,6 +151,4 @@ def evaluate_classifier(
         raise ConfigError(f"{data_path}: labels {unknown} are not labels of the model")
     probabilities, _ = classifier.probabilities_of_clean(frame[TEXT].tolist())
     metrics = score_probabilities(frame[LABEL].tolist(), probabilities, classifier.labels)
-    metrics["split"] = split
-    metrics["data_sha256"] = data.sha256
-    return metrics
+    return metrics.model_copy(update={"split": split, "data_sha256": data.sha256})

@@ -18,14 +18,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import BaseModel, Field
 
-from .data import LABEL, TEXT, DataSpec, file_sha256, load_splits
+from .data import LABEL, TEXT, file_sha256, load_splits
 from .engine import ONNX_FILE
 from .errors import ConfigError, GateError, ModelError, require
 from .files import staged_directory
-from .model_card import ModelCard, library_versions
+from .gate import GateThresholds, run_gate
+from .model_card import ModelCard, PackageRecord, SourceRecord, library_versions
 from .tokenization import TOKENIZER_FILE
+
+__all__ = ["VARIANTS", "GateThresholds", "build_package", "export_onnx", "export_variants", "run_gate"]
 
 
 def _probabilities(classifier: Any, texts: list[str]) -> np.ndarray:
@@ -34,15 +36,6 @@ def _probabilities(classifier: Any, texts: list[str]) -> np.ndarray:
 
 VARIANTS = ("onnx", "onnx-optimised", "onnx-int8")
 OPSET = 17
-
-
-class GateThresholds(BaseModel):
-    """What an exported model must keep to be accepted."""
-
-    max_probability_diff: float = Field(1e-4, description="fp32 ONNX vs PyTorch, max |Δp|.")
-    parity_samples: int = Field(256, ge=1, description="Tweets compared for the parity check.")
-    min_label_agreement: float = Field(0.98, description="int8 vs fp32 on validation.")
-    max_macro_f1_drop: float = Field(0.01, description="int8 vs fp32 macro-F1 on validation.")
 
 
 def export_onnx(checkpoint: Path, path: Path, opset: int = OPSET) -> Path:
@@ -128,20 +121,22 @@ def quantise_onnx(source: Path, target: Path, scheme: str = "hybrid") -> None:
         quantiser.model.save_model_to_file(str(target), use_external_data_format=False)
 
 
-def onnx_facts(path: Path) -> dict[str, Any]:
+def onnx_facts(path: Path, fusions: dict[str, int], quantisation: str | None) -> PackageRecord:
     """File name, sha256, size and opset of an ONNX file, and the runtime version, for the card."""
     import onnx
     import onnxruntime
 
     model = onnx.load(str(path), load_external_data=False)
     opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
-    return {
-        "file": ONNX_FILE,
-        "sha256": file_sha256(path),
-        "size_bytes": path.stat().st_size,
-        "opset": opset,
-        "onnxruntime": onnxruntime.__version__,
-    }
+    return PackageRecord(
+        file=ONNX_FILE,
+        sha256=file_sha256(path),
+        size_bytes=path.stat().st_size,
+        opset=opset,
+        onnxruntime=onnxruntime.__version__,
+        fusions=fusions,
+        quantisation=quantisation,
+    )
 
 
 def export_variants(
@@ -172,59 +167,6 @@ def export_variants(
     return paths, fusions
 
 
-def run_gate(
-    probabilities: dict[str, np.ndarray],
-    truth: list[str],
-    labels: list[str],
-    thresholds: GateThresholds,
-) -> dict[str, Any]:
-    """Compare each variant's validation probabilities with the one it must match.
-
-    ``probabilities`` maps variant (``pytorch`` and the ONNX variants) to validation probabilities
-    in the same row order. fp32 and optimised ONNX must match PyTorch on the first
-    ``parity_samples`` rows; int8 must agree with fp32 on labels and keep its macro-F1.
-    """
-    from .evaluation import score_probabilities
-
-    gate: dict[str, Any] = {"thresholds": thresholds.model_dump(), "failures": []}
-    parity = slice(0, thresholds.parity_samples)
-    for variant in ("onnx", "onnx-optimised"):
-        if variant not in probabilities:
-            continue
-        diff = float(np.abs(probabilities[variant][parity] - probabilities["pytorch"][parity]).max())
-        gate[f"{variant}_vs_pytorch_max_probability_diff"] = diff
-        if diff > thresholds.max_probability_diff:
-            gate["failures"].append(
-                f"{variant} differs from PyTorch by {diff:.2e} in probability "
-                f"> {thresholds.max_probability_diff:.0e}"
-            )
-    if "onnx-int8" in probabilities:
-        full = probabilities["onnx"].argmax(axis=1)
-        quantised = probabilities["onnx-int8"].argmax(axis=1)
-        agreement = float((full == quantised).mean())
-        f1_full = score_probabilities(truth, probabilities["onnx"], labels)["macro_f1"]
-        f1_int8 = score_probabilities(truth, probabilities["onnx-int8"], labels)["macro_f1"]
-        drop = round(f1_full - f1_int8, 4)
-        gate.update(
-            int8_vs_fp32_label_agreement=round(agreement, 4),
-            fp32_validation_macro_f1=f1_full,
-            int8_validation_macro_f1=f1_int8,
-            int8_macro_f1_drop=drop,
-        )
-        if agreement < thresholds.min_label_agreement:
-            gate["failures"].append(
-                f"int8 agrees with fp32 on {agreement:.2%} of validation labels "
-                f"< {thresholds.min_label_agreement:.0%}"
-            )
-        if drop > thresholds.max_macro_f1_drop:
-            gate["failures"].append(
-                f"int8 validation macro-F1 {f1_int8:.4f} is {drop:.4f} below fp32 {f1_full:.4f} "
-                f"> {thresholds.max_macro_f1_drop}"
-            )
-    gate["passed"] = not gate["failures"]
-    return gate
-
-
 def build_package(
     checkpoint: Path,
     output_dir: Path,
@@ -248,9 +190,8 @@ def build_package(
     card = ModelCard.load(checkpoint)
     if card.variant != "pytorch":
         raise ModelError(f"{checkpoint}: already an exported package ({card.variant})")
-    spec = DataSpec.model_validate(card.data.get("spec", {}))
-    data, splits = load_splits(data_path, spec)
-    if data.sha256 != card.data.get("sha256"):
+    data, splits = load_splits(data_path, card.data.spec)
+    if data.sha256 != card.data.sha256:
         log(f"warning: {data_path} is not the file the model was trained on (sha256 differs)")
     validation = splits.validation[TEXT].tolist()
 
@@ -268,32 +209,31 @@ def build_package(
         for name, path in paths.items():
             probabilities[name] = _probabilities(onnx_classifier(path), validation)
         gate = run_gate(probabilities, splits.validation[LABEL].tolist(), card.labels, thresholds)
-        gate["override"] = bool(gate["failures"]) and accept_gate_failure
-        if gate["failures"] and not accept_gate_failure:
+        gate.override = bool(gate.failures) and accept_gate_failure
+        if gate.failures and not accept_gate_failure:
             raise GateError(
                 "accuracy gate failed: "
-                + "; ".join(gate["failures"])
+                + "; ".join(gate.failures)
                 + " (pass --accept-gate-failure to package it anyway)"
             )
-        for failure in gate["failures"]:
+        for failure in gate.failures:
             log(f"warning: gate failure accepted by override: {failure}")
 
         shutil.move(str(paths[variant]), staging / ONNX_FILE)
         shutil.rmtree(work)
         shutil.copy2(checkpoint / TOKENIZER_FILE, staging / TOKENIZER_FILE)
         packaged = onnx_classifier(staging / ONNX_FILE)
-        card.source = {"checkpoint": checkpoint.name, "created_at": card.created_at, "metrics": card.metrics}
-        card.metrics = {}
-        for split, frame in (("validation", splits.validation), ("test", splits.test)):
-            card.metrics[split] = score_probabilities(
+        card.source = SourceRecord(
+            checkpoint=checkpoint.name, created_at=card.created_at, metrics=card.metrics
+        )
+        card.metrics = {
+            split: score_probabilities(
                 frame[LABEL].tolist(), _probabilities(packaged, frame[TEXT].tolist()), card.labels
             )
-        card.variant = variant
-        card.package = {
-            **onnx_facts(staging / ONNX_FILE),
-            "fusions": fusions,
-            "quantisation": scheme if variant == "onnx-int8" else None,
+            for split, frame in (("validation", splits.validation), ("test", splits.test))
         }
+        card.variant = variant
+        card.package = onnx_facts(staging / ONNX_FILE, fusions, scheme if variant == "onnx-int8" else None)
         card.gate = gate
         card.versions = {
             **card.versions,

@@ -2,7 +2,8 @@
 
 Written as ``model_card.json`` next to the weights. The exporter and the server read it instead of
 guessing: which labels in which order, which normaliser, the maximum sequence length, and how well the
-model did. Later stages (export, quantisation) extend it rather than start a new one.
+model did. Later stages (export, quantisation) extend it rather than start a new one. Every part is
+a typed model, so a card written by any earlier version loads into the same fields.
 """
 
 from __future__ import annotations
@@ -13,18 +14,80 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .data import DataSpec
 from .errors import ModelError
+from .evaluation import Scores
 from .files import write_text_atomic
+from .gate import GateReport
+from .recipe import TrainingConfig
 
 CARD_FILE = "model_card.json"
+
+
+class DataRecord(BaseModel):
+    """The labelled file a model learnt from and how it was prepared."""
+
+    file: str = Field("", description="File name (no directory).")
+    sha256: str = Field("", description="sha256 of the file.")
+    spec: DataSpec = Field(default_factory=DataSpec, description="How it was read, cleaned and split.")
+    dropped: dict[str, int] = Field(default_factory=dict, description="Rows dropped, by reason.")
+    splits: dict[str, int] = Field(default_factory=dict, description="Rows per split.")
+
+
+class EpochRecord(BaseModel):
+    """One epoch: its mean training loss and its validation scores."""
+
+    epoch: int
+    loss: float
+    accuracy: float
+    balanced_accuracy: float
+    macro_f1: float
+
+
+class AveragedRecord(BaseModel):
+    """The uniform average of the last epochs' weights, tried against the best single epoch."""
+
+    epochs: int
+    validation_macro_f1: float
+    used: bool = False
+
+
+class TrainingRecord(BaseModel):
+    """How training went: the epochs, the one kept, and how long it took."""
+
+    best_epoch: int = 0
+    history: list[EpochRecord] = Field(default_factory=list)
+    averaged: AveragedRecord | None = None
+    seconds: float = 0.0
+    steps: int = 0
+
+
+class PackageRecord(BaseModel):
+    """The ONNX file of a package and how it was made."""
+
+    file: str
+    sha256: str
+    size_bytes: int
+    opset: int | None = None
+    onnxruntime: str = ""
+    fusions: dict[str, int] = Field(default_factory=dict, description="Fused operators by type.")
+    quantisation: str | None = Field(None, description="int8 scheme, for onnx-int8.")
+
+
+class SourceRecord(BaseModel):
+    """The checkpoint a package was exported from, and that checkpoint's own metrics."""
+
+    checkpoint: str
+    created_at: str
+    metrics: dict[str, Scores] = Field(default_factory=dict)
 
 
 class ModelCard(BaseModel):
     """What a model directory is; every field is JSON so any tool can read it."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(extra="ignore")
 
     schema_version: int = 1
     name: str = Field("sentiment-model", description="A human name for the model.")
@@ -34,26 +97,24 @@ class ModelCard(BaseModel):
     pad_token_id: int = Field(0, description="Token id used to pad a batch.")
     base_model: str = Field(description="What the model was fine-tuned from.")
     variant: str = Field("pytorch", description="pytorch, onnx, onnx-optimised or onnx-int8.")
-    data: dict[str, Any] = Field(default_factory=dict, description="Data file, hash, spec and splits.")
+    data: DataRecord = Field(default_factory=DataRecord, description="Data file, hash, spec and splits.")
     label_shares: dict[str, float] = Field(
         default_factory=dict, description="Share of each label in the training split."
     )
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    metrics: dict[str, dict[str, Any]] = Field(
-        default_factory=dict, description="Metrics by split name (validation, test)."
-    )
-    training: dict[str, Any] = Field(default_factory=dict, description="Epoch history and time.")
-    package: dict[str, Any] = Field(
-        default_factory=dict, description="ONNX file, sha256, size, opset, runtime version, fusions."
-    )
-    gate: dict[str, Any] = Field(
-        default_factory=dict, description="Accuracy-gate thresholds, figures, verdict, override."
-    )
-    source: dict[str, Any] = Field(
-        default_factory=dict, description="The checkpoint a package was exported from, its metrics."
-    )
+    hyperparameters: TrainingConfig = Field(default_factory=TrainingConfig)
+    metrics: dict[str, Scores] = Field(default_factory=dict, description="Metrics by split name.")
+    training: TrainingRecord = Field(default_factory=TrainingRecord, description="Epochs and time.")
+    package: PackageRecord | None = Field(None, description="The ONNX file (packages only).")
+    gate: GateReport | None = Field(None, description="Accuracy-gate figures and verdict (packages only).")
+    source: SourceRecord | None = Field(None, description="The checkpoint a package came from.")
     versions: dict[str, str] = Field(default_factory=dict, description="Library versions used.")
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
+
+    @field_validator("package", "gate", "source", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        """Cards written before the card was typed say ``{}`` where a part does not apply."""
+        return None if value == {} else value
 
     def save(self, directory: Path) -> Path:
         """Write the card into ``directory`` atomically."""

@@ -9,10 +9,14 @@ pattern and in the check, so a client's validator and the server agree on every 
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
+
+from ..evaluation import Scores
+from ..gate import GateReport
+from ..model_card import PackageRecord
 
 MAX_TOP_K = 100
 # C0 controls except tab, line feed and carriage return; DEL; C1 controls.
@@ -150,8 +154,8 @@ class ModelInfo(BaseModel):
     max_length: int
     base_model: str
     created_at: str
-    metrics: dict[str, Any]
-    package: dict[str, Any]
-    gate: dict[str, Any]
+    metrics: dict[str, Scores]
+    package: PackageRecord | None
+    gate: GateReport | None
     label_shares: dict[str, float]
     versions: dict[str, str]

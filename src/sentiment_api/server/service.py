@@ -45,7 +45,7 @@ class Outcome:
 def model_version(classifier: Classifier) -> str:
     """``name-variant-hash``: what changes whenever the served weights change."""
     card = classifier.card
-    digest = str(card.package.get("sha256", ""))[:12] or card.created_at
+    digest = card.package.sha256[:12] if card.package is not None else card.created_at
     return f"{card.name}-{card.variant}-{digest}"
 
 
@@ -142,15 +142,12 @@ class SentimentService:
         if self.classifier is None or self.version is None:
             raise NotReadyError("the model is still loading", retry_after=1.0)
         card = self.classifier.card
-        fields = ("name", "variant", "labels", "normaliser", "max_length", "created_at", "metrics", "package")
-        info: dict[str, Any] = {name: getattr(card, name) for name in fields}
-        info.update(
-            model_version=self.version,
-            base_model=card.base_model.rstrip("/").rsplit("/", 1)[-1],
-            gate=card.gate,
-            label_shares=card.label_shares,
-            versions=card.versions,
-        )
+        fields = {
+            "name", "variant", "labels", "normaliser", "max_length", "created_at", "metrics", "package",
+            "gate", "label_shares", "versions",
+        }  # fmt: skip
+        info: dict[str, Any] = card.model_dump(mode="json", include=fields)
+        info.update(model_version=self.version, base_model=card.base_model.rstrip("/").rsplit("/", 1)[-1])
         return info
 
     async def predict(

@@ -1,0 +1,109 @@
+"""The accuracy gate: what an exported or quantised model must keep to be packaged, and its verdict.
+
+``run_gate`` compares each variant's validation probabilities with the model it must match: fp32
+(and fused) ONNX with PyTorch, int8 with fp32 ONNX. The :class:`GateReport` it returns is recorded
+in the package's model card.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+from pydantic import AliasChoices, BaseModel, Field
+
+from .evaluation import score_probabilities
+
+
+class GateThresholds(BaseModel):
+    """What an exported model must keep to be accepted."""
+
+    max_probability_diff: float = Field(
+        1e-4, description="Largest |Δp| allowed between fp32 ONNX and PyTorch."
+    )
+    parity_samples: int = Field(256, ge=1, description="Validation tweets compared for that parity check.")
+    min_label_agreement: float = Field(
+        0.98, description="Smallest share of validation labels int8 must agree on with fp32."
+    )
+    max_macro_f1_drop: float = Field(
+        0.01, description="Largest drop of validation macro-F1 from fp32 to int8."
+    )
+
+
+class GateReport(BaseModel):
+    """The gate's figures and verdict; a figure is ``None`` when its variant was not built."""
+
+    thresholds: GateThresholds = Field(default_factory=GateThresholds)
+    failures: list[str] = Field(default_factory=list, description="Why the gate failed, one line each.")
+    passed: bool = True
+    override: bool = Field(False, description="Packaged although it failed (--accept-gate-failure).")
+    onnx_vs_pytorch_max_probability_diff: float | None = None
+    onnx_optimised_vs_pytorch_max_probability_diff: float | None = Field(
+        None,
+        # cards written before the card was typed spelled the variant with its hyphen
+        validation_alias=AliasChoices(
+            "onnx_optimised_vs_pytorch_max_probability_diff", "onnx-optimised_vs_pytorch_max_probability_diff"
+        ),
+    )
+    int8_vs_fp32_label_agreement: float | None = None
+    fp32_validation_macro_f1: float | None = None
+    int8_validation_macro_f1: float | None = None
+    int8_macro_f1_drop: float | None = None
+
+    def figures(self) -> dict[str, float]:
+        """The measured figures, without thresholds, verdict or the ones not measured."""
+        skip = {"thresholds", "failures", "passed", "override"}
+        return {k: v for k, v in self.model_dump(exclude=skip).items() if v is not None}
+
+
+def run_gate(
+    probabilities: Mapping[str, np.ndarray],
+    truth: Sequence[str],
+    labels: Sequence[str],
+    thresholds: GateThresholds,
+) -> GateReport:
+    """Compare each variant's validation probabilities with the one it must match.
+
+    ``probabilities`` maps variant (``pytorch`` and the ONNX variants) to validation probabilities
+    in the same row order. fp32 and optimised ONNX must match PyTorch on the first
+    ``parity_samples`` rows; int8 must agree with fp32 on labels and keep its macro-F1.
+    """
+    report = GateReport(thresholds=thresholds)
+    parity = slice(0, thresholds.parity_samples)
+
+    def parity_with_pytorch(variant: str) -> float | None:
+        if variant not in probabilities:
+            return None
+        diff = float(np.abs(probabilities[variant][parity] - probabilities["pytorch"][parity]).max())
+        if diff > thresholds.max_probability_diff:
+            report.failures.append(
+                f"{variant} differs from PyTorch by {diff:.2e} in probability "
+                f"> {thresholds.max_probability_diff:.0e}"
+            )
+        return diff
+
+    report.onnx_vs_pytorch_max_probability_diff = parity_with_pytorch("onnx")
+    report.onnx_optimised_vs_pytorch_max_probability_diff = parity_with_pytorch("onnx-optimised")
+    if "onnx-int8" in probabilities:
+        full = probabilities["onnx"].argmax(axis=1)
+        quantised = probabilities["onnx-int8"].argmax(axis=1)
+        agreement = float((full == quantised).mean())
+        f1_full = score_probabilities(truth, probabilities["onnx"], labels).macro_f1
+        f1_int8 = score_probabilities(truth, probabilities["onnx-int8"], labels).macro_f1
+        drop = round(f1_full - f1_int8, 4)
+        report.int8_vs_fp32_label_agreement = round(agreement, 4)
+        report.fp32_validation_macro_f1 = f1_full
+        report.int8_validation_macro_f1 = f1_int8
+        report.int8_macro_f1_drop = drop
+        if agreement < thresholds.min_label_agreement:
+            report.failures.append(
+                f"int8 agrees with fp32 on {agreement:.2%} of validation labels "
+                f"< {thresholds.min_label_agreement:.0%}"
+            )
+        if drop > thresholds.max_macro_f1_drop:
+            report.failures.append(
+                f"int8 validation macro-F1 {f1_int8:.4f} is {drop:.4f} below fp32 {f1_full:.4f} "
+                f"> {thresholds.max_macro_f1_drop}"
+            )
+    report.passed = not report.failures
+    return report
