@@ -33,9 +33,9 @@ install: $(STAMP) ## create .venv and install the project with its training and 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest
 
-lint: $(STAMP) ## ruff and mypy
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+lint: $(STAMP) ## ruff (lint and format) and mypy
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/mypy src
 
 train: $(STAMP) ## train the default configuration on the reference data into runs/minilm
