@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVE_STAMP := $(VENV)/.installed-serve
 MODEL ?=
 
-.PHONY: install test lint train evaluate default-model bench bench-roberta loadtest clean
+.PHONY: install test lint train evaluate default-model bench bench-roberta serve loadtest clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,9 +33,9 @@ install: $(STAMP) ## create .venv and install the project with its training and 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest
 
-lint: $(STAMP) ## ruff and mypy
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+lint: $(STAMP) ## ruff (lint and format) and mypy
+	$(BIN)/ruff check src tests scripts
+	$(BIN)/ruff format --check src tests scripts
 	$(BIN)/mypy src
 
 train: $(STAMP) ## train the default configuration on the reference data into runs/minilm
@@ -60,8 +60,8 @@ bench-roberta: $(STAMP) ## speed and size of a RoBERTa-base-shaped model with ra
 serve: $(SERVE_STAMP) ## serve the shipped model on http://127.0.0.1:8000 (MODEL=dir to override; SENTIMENT_* apply)
 	$(BIN)/sentiment-api serve $(if $(MODEL),--model $(MODEL))
 
-loadtest: $(STAMP) ## start the service on the shipped model and run the k6 load test against it
-	bash scripts/loadtest.sh
+loadtest: $(STAMP) ## start the service on the shipped model and run the k6 load test against it (needs curl)
+	bash scripts/loadtest_k6.sh
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -15,13 +15,19 @@ from pathlib import Path
 
 from sentiment_api.data import TEXT, load_splits
 from sentiment_api.model_card import DataRecord, ModelCard
-from sentiment_api.tokenization import TweetTokenizer, train_roberta_tokenizer
+from sentiment_api.tokenization import TweetTokenizer
 from sentiment_api.training.base import StartingPoint, save_checkpoint
+
+# The tokenizer trainer lives with the tiny test models, also built from a config: not in the package
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
 def main(data: Path, out: Path) -> None:
     import torch
     from transformers import RobertaConfig, RobertaForSequenceClassification
+
+    sys.path.insert(0, str(TESTS))
+    from tiny_models import train_roberta_tokenizer
 
     prepared, splits = load_splits(data)
     labels = prepared.labels

@@ -9,10 +9,16 @@ import sys
 import time
 from pathlib import Path
 
-from sentiment_api.data import DataSpec, load_tweets, near_duplicate_mask, reference_near_duplicate_mask
+from sentiment_api.data import DataSpec, load_tweets, near_duplicate_mask
+
+# The earlier loop is kept beside the tests that use it as the specification: not in the package
+TESTS = Path(__file__).resolve().parents[1] / "tests"
 
 
 def main(path: Path) -> None:
+    sys.path.insert(0, str(TESTS))
+    from reference_dedup import reference_near_duplicate_mask
+
     texts = load_tweets(path, DataSpec(near_duplicate_threshold=100)).frame["text"].tolist()
     timings = {}
     for name, function in (("legacy", reference_near_duplicate_mask), ("ours", near_duplicate_mask)):

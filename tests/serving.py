@@ -26,7 +26,7 @@ READY_TIMEOUT_S = 60
 
 
 def settings_for(package: Path, **overrides: Any) -> Settings:
-    """Settings for the tiny package: one inference thread, no drain delay, ``overrides`` on top."""
+    """Settings for the tiny package: single-threaded streams, no drain delay, ``overrides`` on top."""
     values: dict[str, Any] = {"model": package, "threads": 1, "drain_s": 0.0, **overrides}
     return Settings(**values)
 
@@ -41,14 +41,15 @@ def serving(settings: Settings, classifier: Classifier | None = None) -> Iterato
 
 @asynccontextmanager
 async def serving_async(app: Any, ready: bool = True) -> AsyncIterator[httpx.AsyncClient]:
-    """The app in process on this event loop, for tests that send requests concurrently."""
+    """The app in process on this event loop, for tests that send requests concurrently; once it
+    reports ready unless ``ready`` is false (failing if it never does)."""
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
             if ready:
-                for _ in range(READY_TIMEOUT_S * 20):
-                    if (await client.get("/readyz")).status_code == 200:
-                        break
+                end = time.monotonic() + READY_TIMEOUT_S
+                while (await client.get("/readyz")).status_code != 200:
+                    assert time.monotonic() < end, f"the app was not ready within {READY_TIMEOUT_S} s"
                     await asyncio.sleep(0.05)
             yield client
 

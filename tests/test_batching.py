@@ -5,13 +5,18 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from sentiment_api.batching import BatchLimits, MicroBatcher
 from sentiment_api.errors import DeadlineExceededError, NotReadyError, QueueFullError
+
+# the service's defaults, spelled out: the batcher has none of its own (config.Settings holds them)
+LIMITS = BatchLimits(max_batch_size=32, max_wait_s=0.002, token_budget=8192, queue_size=512, streams=1)
+TIMEOUT_S = 30  # no test here takes a second; past this one has hung
 
 
 class RecordingModel:
@@ -39,11 +44,20 @@ def later(seconds: float = 5.0) -> float:
 
 
 def run(coroutine):
-    return asyncio.run(coroutine)
+    """Run a test's coroutine; one that hangs fails after ``TIMEOUT_S`` instead."""
+    return asyncio.run(asyncio.wait_for(coroutine, TIMEOUT_S))
+
+
+async def until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    """Yield to the event loop until ``condition`` holds, or fail."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, f"condition not met within {timeout} s"
+        await asyncio.sleep(0.001)
 
 
 async def started(model: RecordingModel, on_busy=None, **limits) -> MicroBatcher:
-    batcher = MicroBatcher(model, BatchLimits(**limits), on_busy=on_busy)
+    batcher = MicroBatcher(model, replace(LIMITS, **limits), on_busy=on_busy)
     batcher.start()
     return batcher
 
@@ -203,7 +217,7 @@ def test_queued_work_is_shared_among_idle_streams() -> None:
         model.gate.clear()  # no batch finishes before every stream has taken its share
         batcher = await started(model, streams=streams, max_batch_size=32)
         pending = [batcher.enqueue([[i]], later()) for i in range(10)]
-        await asyncio.sleep(0.1)
+        await until(lambda: batcher.depth == 0)  # every request has been taken into a batch
         model.gate.set()
         await asyncio.gather(*pending)
         await batcher.stop()
@@ -221,8 +235,7 @@ def test_busy_streams_are_reported_as_batches_start_and_end() -> None:
         batcher = await started(model, on_busy=busy.append, streams=2)
         first = await held(batcher, model, [[1]])
         second = await held(batcher, model, [[2]])
-        while len(busy) < 2:
-            await asyncio.sleep(0.001)
+        await until(lambda: len(busy) >= 2)
         model.gate.set()
         await asyncio.gather(first, second)
         await batcher.stop()
@@ -250,14 +263,14 @@ def test_rows_reported_early_answer_their_request_before_the_batch_ends() -> Non
         return answer(ids)
 
     async def main():
-        batcher = MicroBatcher(model, BatchLimits())
+        batcher = MicroBatcher(model, LIMITS)
         batcher.start()
         early = batcher.enqueue([[1], [2, 2]], later())
         late = batcher.enqueue([[3]], later())
         early_rows = (await asyncio.wait_for(early, 5)).probabilities.tolist()
         still_running = not late.done()
         finish.set()
-        late_rows = (await late).probabilities.tolist()
+        late_rows = (await asyncio.wait_for(late, 5)).probabilities.tolist()
         await batcher.stop()
         return early_rows, still_running, late_rows
 

@@ -1,6 +1,10 @@
 import json
 
+import pytest
+
 from sentiment_api.bench import format_table, run_bench, write_bench
+from sentiment_api.engine import Classifier
+from sentiment_api.evaluation import evaluate_classifier
 
 
 def test_bench_measures_every_variant_of_a_checkpoint(trained_tiny_bert, tiny_csv, tmp_path) -> None:
@@ -8,8 +12,17 @@ def test_bench_measures_every_variant_of_a_checkpoint(trained_tiny_bert, tiny_cs
     rows = {row["variant"]: row for row in result["rows"]}
     assert list(rows) == ["pytorch", "onnx", "onnx-optimised", "onnx-int8"]
     assert rows["pytorch"]["improvement"] == 1.0
+    # the bench scores the very test split that evaluating the checkpoint scores
+    evaluated = evaluate_classifier(Classifier.load(trained_tiny_bert), tiny_csv, "test")
+    assert result["tweets"] == evaluated["n"] == 6
+    assert (rows["pytorch"]["accuracy"], rows["pytorch"]["macro_f1"]) == (
+        evaluated["accuracy"],
+        evaluated["macro_f1"],
+    )
     for row in rows.values():
-        assert 0 <= row["accuracy"] <= 1 and row["batched_per_second"] > 0
+        assert row["accuracy"] in {round(right / 6, 4) for right in range(7)}  # a share of six tweets
+        assert row["batched_per_second"] == pytest.approx(result["tweets"] / row["total_seconds"])
+        assert row["improvement"] == pytest.approx(rows["pytorch"]["total_seconds"] / row["total_seconds"])
         assert row["latency_p99_ms"] >= row["latency_p50_ms"] > 0
         assert row["peak_memory_mb"] > 10 and row["size_mb"] > 0
     assert rows["onnx"]["accuracy"] == rows["pytorch"]["accuracy"]

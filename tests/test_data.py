@@ -2,13 +2,8 @@ import pandas as pd
 import pytest
 from rapidfuzz import fuzz
 
-from sentiment_api.data import (
-    DataSpec,
-    load_splits,
-    load_tweets,
-    near_duplicate_mask,
-    reference_near_duplicate_mask,
-)
+from reference_dedup import reference_near_duplicate_mask
+from sentiment_api.data import DataSpec, load_splits, load_tweets, near_duplicate_mask, write_table
 from sentiment_api.errors import DataError
 from tiny_models import LABEL_COLUMN, TEXT_COLUMN, write_rows
 
@@ -98,3 +93,12 @@ def test_csv_split_is_stratified(tiny_csv) -> None:
     _, splits = load_splits(tiny_csv)
     assert splits.sizes() == {"train": 48, "validation": 6, "test": 6}
     assert splits.test["label"].value_counts().tolist() == [2, 2, 2]
+
+
+def test_write_table_is_atomic_and_checks_the_suffix(tmp_path) -> None:
+    frame = pd.DataFrame({"a": [1]})
+    write_table(frame, tmp_path / "out.xlsx")
+    assert pd.read_excel(tmp_path / "out.xlsx")["a"].tolist() == [1]
+    with pytest.raises(DataError, match="unsupported output type"):
+        write_table(frame, tmp_path / "out.parquet")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.xlsx"]

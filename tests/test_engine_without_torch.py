@@ -57,4 +57,5 @@ def test_checkpoint_without_torch_names_the_extra(trained_tiny_bert) -> None:
         """
     )
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr  # any other error fails the script
     assert "pip install 'sentiment-api[train]'" in result.stdout

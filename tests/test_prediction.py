@@ -3,7 +3,7 @@ import pytest
 
 from sentiment_api.engine import Classifier
 from sentiment_api.errors import DataError
-from sentiment_api.prediction import pick_text_column, predict_frame, write_table
+from sentiment_api.prediction import pick_text_column, predict_frame
 
 
 def test_predict_frame_adds_label_and_score_columns(trained_tiny_bert) -> None:
@@ -22,12 +22,3 @@ def test_text_column_is_guessed_or_named(tmp_path) -> None:
     assert pick_text_column(pd.DataFrame({"Tweet": []}), path, None) == "Tweet"
     with pytest.raises(DataError, match="pass --text-column"):
         pick_text_column(pd.DataFrame({"body": []}), path, None)
-
-
-def test_write_table_is_atomic_and_checks_the_suffix(tmp_path) -> None:
-    frame = pd.DataFrame({"a": [1]})
-    write_table(frame, tmp_path / "out.xlsx")
-    assert pd.read_excel(tmp_path / "out.xlsx")["a"].tolist() == [1]
-    with pytest.raises(DataError, match="unsupported output type"):
-        write_table(frame, tmp_path / "out.parquet")
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.xlsx"]

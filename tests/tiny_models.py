@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import csv
 import random
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 TEXT_COLUMN = "tweet_text"
 LABEL_COLUMN = "is_there_an_emotion_directed_at_a_brand_or_product"
@@ -74,11 +76,42 @@ def build_tiny_bert(directory: Path) -> Path:
     return directory
 
 
+def train_roberta_tokenizer(texts: Sequence[str], vocab_size: int) -> tuple[Any, Any]:
+    """A byte-level BPE tokenizer with RoBERTa's special tokens, trained on ``texts``.
+
+    For models built from a config rather than downloaded: the tiny test RoBERTa, and the
+    RoBERTa-base-shaped benchmark model of ``scripts/build_random_roberta.py``. Returns the
+    ``tokenizers.Tokenizer`` and its ``transformers`` wrapper.
+    """
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(list(texts), trainer)
+    tokenizer.post_processor = processors.RobertaProcessing(("</s>", 2), ("<s>", 0))
+    wrapper = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        cls_token="<s>",
+        sep_token="</s>",
+        mask_token="<mask>",
+    )
+    return tokenizer, wrapper
+
+
 def build_tiny_roberta(directory: Path) -> Path:
     """A 2-layer RoBERTa with a byte-level BPE tokenizer."""
     from transformers import RobertaConfig, RobertaForSequenceClassification
-
-    from sentiment_api.tokenization import train_roberta_tokenizer
 
     tokenizer, wrapper = train_roberta_tokenizer(_texts(), vocab_size=400)
     config = RobertaConfig(

@@ -34,13 +34,17 @@ Infer = Callable[[list[Sequence[int]], OnRows], np.ndarray]
 
 @dataclass(frozen=True)
 class BatchLimits:
-    """How large a batch may grow and how much may wait for one."""
+    """How large a batch may grow and how much may wait for one.
 
-    max_batch_size: int = 32
-    max_wait_s: float = 0.002
-    token_budget: int = 8192
-    queue_size: int = 512
-    streams: int = 1
+    No defaults here: the service builds these from its settings (``config.Settings`` documents each
+    value and holds its default), so there is one source of truth.
+    """
+
+    max_batch_size: int  # most texts in one inference call
+    max_wait_s: float  # how long a batch may wait to fill
+    token_budget: int  # most input tokens in one inference call
+    queue_size: int  # most texts waiting; beyond it enqueue refuses
+    streams: int  # batches run at once, each on its own inference thread
 
 
 @dataclass(frozen=True)
@@ -73,7 +77,7 @@ class _Job:
 
 
 class MicroBatcher:
-    """Turns many concurrent ``enqueue`` calls into few calls of ``infer`` on one worker thread."""
+    """Turns many concurrent ``enqueue`` calls into few calls of ``infer``, run on ``streams`` threads."""
 
     def __init__(
         self,
@@ -111,7 +115,7 @@ class MicroBatcher:
         self._collector = asyncio.get_running_loop().create_task(self._collect(), name="batch-collector")
 
     async def stop(self) -> None:
-        """Refuse new work, finish what is queued, and stop the worker thread."""
+        """Refuse new work, finish what is queued, and stop the inference threads."""
         self._closed = True
         self._wakeup.set()
         if self._collector is not None:
@@ -282,7 +286,7 @@ class MicroBatcher:
                 if missing[number] == 0:
                     answer(batch[number], answers[first_row[number] : first_row[number + 1]])
 
-        def on_rows(indices: np.ndarray, probabilities: np.ndarray) -> None:  # on the inference thread
+        def on_rows(indices: np.ndarray, probabilities: np.ndarray) -> None:  # on this batch's thread
             loop.call_soon_threadsafe(deliver, indices.copy(), probabilities.copy())
 
         try:

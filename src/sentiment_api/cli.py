@@ -86,8 +86,7 @@ def data_split(
     split_seed: Seed = _DEFAULT_SPEC.seed,
 ) -> None:
     """Clean, de-duplicate and split a labelled file; print the counts (and write the splits)."""
-    from .data import LABEL, load_splits
-    from .prediction import write_table
+    from .data import LABEL, load_splits, write_table
 
     spec = _spec(sheet, text_column, label_column, label, drop_label, normaliser, split_seed)
     prepared, splits = load_splits(data, spec)

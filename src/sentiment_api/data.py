@@ -1,4 +1,4 @@
-"""Read, clean, de-duplicate and split labelled tweets.
+"""Read, clean, de-duplicate and split labelled tweets; read and write the tables they come in.
 
 The defaults reproduce the reference split of ``nlp_data.xlsx`` to the row (see
 ``shared/data/README.md``): 5,759 rows, 4,607 train / 576 validation / 576 test.
@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .errors import DataError
+from .files import staged_file
 from .text import DEFAULT_NORMALISER, get_normaliser
 
 if TYPE_CHECKING:
@@ -122,6 +123,20 @@ def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
     raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .xlsx")
 
 
+def write_table(frame: pd.DataFrame, path: Path) -> Path:
+    """Write CSV or XLSX (by suffix) to a temporary file beside ``path``, then rename it."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix not in {".csv", *EXCEL_SUFFIXES}:
+        raise DataError(f"{path}: unsupported output type {suffix!r}; use .csv or .xlsx")
+    with staged_file(path) as staging:
+        if suffix == ".csv":
+            frame.to_csv(staging, index=False)
+        else:
+            frame.to_excel(staging, index=False, engine="openpyxl")
+    return path
+
+
 def require_column(frame: pd.DataFrame, column: str, path: Path) -> None:
     """Raise a :class:`DataError` naming the file, the column and the columns that exist."""
     if column not in frame.columns:
@@ -198,7 +213,8 @@ def load_tweets(path: Path, spec: DataSpec | None = None) -> PreparedData:
 def near_duplicate_mask(texts: list[str], threshold: float = 80.0, block: int = 1024) -> np.ndarray:
     """Keep a text only if its ``fuzz.ratio`` to every earlier *kept* text is at most ``threshold``.
 
-    Gives exactly the rows of the earlier row-by-row loop, but scores all pairs in blocks with
+    Gives exactly the rows of the earlier row-by-row loop (``tests/reference_dedup.py`` keeps it as
+    the specification), but scores all pairs in blocks with
     rapidfuzz's C++ ``cdist`` on every core; only the pairs above the threshold reach Python.
     """
     from rapidfuzz import fuzz, process
@@ -222,22 +238,6 @@ def near_duplicate_mask(texts: list[str], threshold: float = 80.0, block: int = 
     for i, similar in enumerate(earlier_similar):
         kept[i] = not kept[similar].any() if similar else True
     return kept
-
-
-def reference_near_duplicate_mask(texts: list[str], threshold: float = 80.0) -> np.ndarray:
-    """The earlier service's loop, kept as the specification that tests and timings compare with.
-
-    Every row is compared with every row kept so far, one ``fuzz.ratio`` call at a time.
-    """
-    from rapidfuzz import fuzz
-
-    kept: list[str] = []
-    mask = np.zeros(len(texts), dtype=bool)
-    for i, text in enumerate(texts):
-        if all(fuzz.ratio(text, other) <= threshold for other in kept):
-            kept.append(text)
-            mask[i] = True
-    return mask
 
 
 def split_tweets(data: PreparedData, spec: DataSpec | None = None) -> Splits:

@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .data import EXCEL_SUFFIXES, read_table, require_column
+from .data import read_table, require_column, write_table
 from .errors import DataError
-from .files import staged_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,20 +59,6 @@ def predict_frame(
     for j, label in enumerate(classifier.labels):
         result[f"score_{label}"] = probabilities[:, j].round(6)
     return result
-
-
-def write_table(frame: pd.DataFrame, path: Path) -> Path:
-    """Write CSV or XLSX (by suffix) to a temporary file beside ``path``, then rename it."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in {".csv", *EXCEL_SUFFIXES}:
-        raise DataError(f"{path}: unsupported output type {suffix!r}; use .csv or .xlsx")
-    with staged_file(path) as staging:
-        if suffix == ".csv":
-            frame.to_csv(staging, index=False)
-        else:
-            frame.to_excel(staging, index=False, engine="openpyxl")
-    return path
 
 
 def predict_file(

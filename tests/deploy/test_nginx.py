@@ -46,7 +46,10 @@ def prefix_for(tmp_path: Path, servers: list[str], port: int, rate: str | None =
 def test_shipped_config_passes_nginx_t(tmp_path) -> None:
     prefix = prefix_for(tmp_path, ["127.0.0.1:9", "127.0.0.1:10"], free_port())
     result = subprocess.run(
-        [nginx_binary(), "-t", "-p", str(prefix), "-c", "nginx.conf"], capture_output=True, text=True
+        [nginx_binary(), "-t", "-p", str(prefix), "-c", "nginx.conf"],
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert result.returncode == 0, result.stderr
     assert "test is successful" in result.stderr
@@ -80,13 +83,17 @@ def test_no_request_fails_when_a_replica_dies_under_load(onnx_package, tmp_path)
         prefix = prefix_for(tmp_path, [f"127.0.0.1:{r.port}" for r in replicas], port, rate="10000r/s")
         nginx, log = start_nginx(prefix, port)
         statuses: Counter[int] = Counter()
-        stop = time.monotonic() + 10
+        stop = [time.monotonic() + 60]  # brought forward once the replica is killed
         lock = threading.Lock()
+
+        def answered() -> int:
+            with lock:
+                return sum(statuses.values())
 
         def client(number: int) -> None:
             with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
                 sent = 0
-                while time.monotonic() < stop and sent < 5000:
+                while time.monotonic() < stop[0] and sent < 5000:
                     answer = http.post("/predict", json={"text": f"love the new ipad {number} {sent}"})
                     sent += 1
                     with lock:
@@ -95,11 +102,13 @@ def test_no_request_fails_when_a_replica_dies_under_load(onnx_package, tmp_path)
         threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
         for thread in threads:
             thread.start()
-        time.sleep(4)
+        wait_until(lambda: answered() >= 150, timeout=30)  # under load before the kill
         killed_at = time.time()
         replicas[0].process.send_signal(signal.SIGKILL)
+        stop[0] = time.monotonic() + 6  # and six more seconds of load without it
         for thread in threads:
-            thread.join()
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
 
         assert sum(statuses.values()) > 200
         assert statuses == Counter({200: sum(statuses.values())})

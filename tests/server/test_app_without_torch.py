@@ -23,7 +23,9 @@ def test_the_service_serves_a_package_without_torch(onnx_package) -> None:
         from sentiment_api.server import create_app
         app = create_app(Settings(model={str(onnx_package)!r}, threads=1))
         with TestClient(app) as client:
+            end = time.monotonic() + 60
             while client.get("/readyz").status_code != 200:
+                assert time.monotonic() < end, "not ready within 60 s"
                 time.sleep(0.05)
             answer = client.post("/predict", json={{"text": "I love my #iPad"}})
         print(json.dumps([answer.status_code, sorted(m for m in sys.modules

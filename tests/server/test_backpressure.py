@@ -17,13 +17,17 @@ TEXTS = [
 ]
 
 
+TIMEOUT_S = 60
+
+
 def one_stream(package, **overrides):
     """One inference stream, so a request held in inference holds up everything queued behind it."""
     return settings_for(package, streams=1, **overrides)
 
 
 def run(coroutine):
-    return asyncio.run(coroutine)
+    """Run a test's coroutine; one that hangs fails after ``TIMEOUT_S`` instead."""
+    return asyncio.run(asyncio.wait_for(coroutine, TIMEOUT_S))
 
 
 async def until(condition, timeout: float = 10.0) -> None:
@@ -38,8 +42,16 @@ async def hold_inference(client, backend):
     backend.gate.clear()
     backend.entered.clear()
     first = asyncio.ensure_future(client.post("/predict", json={"text": "first"}))
-    await asyncio.to_thread(backend.entered.wait, 10)
+    assert await asyncio.to_thread(backend.entered.wait, 10), "the first request never reached the model"
     return first
+
+
+async def rows_inferred_until_a_probe_is_answered(client, backend) -> list[int]:
+    """The rows of every inference call until a fresh request is answered. With one stream, anything
+    still queued ahead of it would run first (or with it), so a dropped request must be absent."""
+    probe = await client.post("/predict", json={"text": "probe"})
+    assert probe.status_code == 200
+    return list(backend.calls)
 
 
 def test_concurrent_requests_share_one_inference_call_and_each_gets_its_own_answer(onnx_package) -> None:
@@ -102,14 +114,13 @@ def test_a_request_past_its_deadline_gets_503_and_costs_no_inference(onnx_packag
             late = await client.post("/predict", json={"text": "too late"})
             backend.gate.set()
             await first
-            await asyncio.sleep(0.1)
-            return late, list(backend.calls)
+            return late, await rows_inferred_until_a_probe_is_answered(client, backend)
 
     late, calls = run(main())
 
     assert late.status_code == 503
     assert "deadline" in late.json()["detail"]
-    assert calls == [1]  # only the held request ran; the late one was dropped before inference
+    assert calls == [1, 1]  # the held request, then the probe alone: the late one was never inferred
 
 
 def test_a_client_that_disconnects_costs_no_inference(onnx_package) -> None:
@@ -146,13 +157,12 @@ def test_a_client_that_disconnects_costs_no_inference(onnx_package) -> None:
             await call
             backend.gate.set()
             await first
-            await asyncio.sleep(0.1)
-            return sent, list(backend.calls)
+            return sent, await rows_inferred_until_a_probe_is_answered(client, backend)
 
     sent, calls = run(main())
 
     assert sent[0]["status"] == 499
-    assert calls == [1]
+    assert calls == [1, 1]  # the held request, then the probe alone: the one whose client left never ran
 
 
 def test_before_the_model_is_warm_probes_answer_503_and_predict_waits(onnx_package) -> None:
@@ -162,11 +172,13 @@ def test_before_the_model_is_warm_probes_answer_503_and_predict_waits(onnx_packa
     async def main():
         app = create_app(one_stream(onnx_package, request_timeout_s=0.3), classifier)
         async with serving_async(app, ready=False) as client:
-            await asyncio.to_thread(backend.entered.wait, 10)
+            assert await asyncio.to_thread(backend.entered.wait, 10), "warm-up never reached the model"
             before = [await client.get(path) for path in ("/", "/readyz", "/healthz", "/model")]
             too_early = await client.post("/predict", json={"text": "early"})
             waiting = asyncio.ensure_future(client.post("/predict", json={"text": "patient"}))
-            await asyncio.sleep(0.05)
+            registry = app.state.service.metrics.registry
+            # the patient request is in, waiting for the model (every other request is answered)
+            await until(lambda: registry.get_sample_value("sentiment_in_flight_requests") == 1)
             backend.gate.set()
             await until(lambda: app.state.service.ready)
             return before, too_early, await waiting, await client.get("/")

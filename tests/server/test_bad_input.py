@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from serving import serving, settings_for
 
 MAX_CHARS = 50

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from serving import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")

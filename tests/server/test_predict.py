@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from serving import serving, settings_for
 
 from sentiment_api.engine import Classifier
+from serving import serving, settings_for
 
 TWEET = "I LOVE my new #iPad @apple http://t.co/x {link} 😍"
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import logging
 
 import pytest
-from serving import serving, settings_for
 
+from sentiment_api.errors import RateLimitedError
 from sentiment_api.server.security import RateLimiter
+from serving import serving, settings_for
 
 KEY = "k3y-0123456789abcdef"
 OTHER_KEY = "other-0123456789abcdef"
@@ -79,9 +80,11 @@ def test_rate_limiter_refills_over_time_and_keeps_clients_apart() -> None:
 
     limiter.check("a", now=0.0)
     limiter.check("b", now=0.0)
-    with pytest.raises(Exception, match="rate limit"):
+    with pytest.raises(RateLimitedError, match="rate limit of 2 requests/s") as refused:
         limiter.check("a", now=0.1)
     limiter.check("a", now=0.6)
+
+    assert refused.value.retry_after == pytest.approx(0.4)  # 0.2 of a token back, 0.8 to go at 2/s
 
 
 def test_cors_is_off_unless_origins_are_configured(onnx_package) -> None:

@@ -76,7 +76,7 @@ class SentimentService:
             self.state = State.DRAINING
 
     async def stop(self) -> None:
-        """Finish queued work and stop the inference thread."""
+        """Finish queued work and stop the inference threads."""
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()
         if self.batcher is not None:
@@ -90,11 +90,11 @@ class SentimentService:
                     Classifier.load, settings.model, settings.inference_threads(), settings.spin
                 )
             limits = BatchLimits(
-                settings.max_batch_size,
-                settings.max_wait_ms / 1000,
-                settings.token_budget,
-                settings.queue_size,
-                settings.inference_streams(),
+                max_batch_size=settings.max_batch_size,
+                max_wait_s=settings.max_wait_ms / 1000,
+                token_budget=settings.token_budget,
+                queue_size=settings.queue_size,
+                streams=settings.inference_streams(),
             )
             self.batcher = MicroBatcher(
                 self._infer,

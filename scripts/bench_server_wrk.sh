@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
-# Load-test the HTTP service the way issue 4 measures it, and write the raw results for BENCHMARKS.md.
+# Benchmark the HTTP service with wrk the way issue 4 measures it, and write the raw results for
+# BENCHMARKS.md.
 #
-#   scripts/load_test.sh [MODEL_DIR]
+#   bash scripts/bench_server_wrk.sh [MODEL_DIR]
+#
+# Needs wrk, taskset and curl (apt-get install -y wrk util-linux curl) and the project's .venv
+# (`make install`; VENV=DIR uses another environment).
 #
 # - single-tweet POST /predict bodies drawn from the reference tweets (../shared/data/nlp_data.xlsx);
 # - wrk, pinned to core 1 with taskset (the server is not pinned: it has both cores, shared with wrk);
@@ -11,8 +15,10 @@
 #
 # Environment: WORKERS="1 2"  CONNECTIONS="1 32"  DURATION=30s  WARMUP=5s  PORT=8099  DATA=...  OUT=...
 # Run it on a quiet machine: other CPU load (training jobs) makes every number meaningless.
+# The server is stopped however the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
 
 MODEL=${1:-src/sentiment_api/models/default}
 WORKERS=${WORKERS:-"1 2"}
@@ -22,11 +28,14 @@ WARMUP=${WARMUP:-5s}
 PORT=${PORT:-8099}
 DATA=${DATA:-../shared/data/nlp_data.xlsx}
 OUT=${OUT:-runs/load-test/$(date -u +%Y%m%dT%H%M%SZ)}
-BIN=.venv/bin
+BIN=${VENV:-.venv}/bin
 URL="http://127.0.0.1:${PORT}"
 
-command -v wrk >/dev/null || { echo "wrk is missing: apt-get install -y wrk" >&2; exit 1; }
-command -v taskset >/dev/null || { echo "taskset is missing: apt-get install -y util-linux" >&2; exit 1; }
+require wrk:wrk taskset:util-linux curl:curl
+require_venv "$BIN" python sentiment-api
+[[ -f $DATA ]] || { echo "no data file at $DATA (set DATA=...)" >&2; exit 1; }
+server=
+trap 'stop_server "$server"' EXIT
 mkdir -p "$OUT"
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)" | tee "$OUT/machine.txt"
 nproc >>"$OUT/machine.txt"
@@ -68,10 +77,7 @@ for workers in $WORKERS; do
   SENTIMENT_LOG_LEVEL=warning "$BIN/sentiment-api" serve --model "$MODEL" --port "$PORT" --workers "$workers" \
     >"$OUT/server-w${workers}.log" 2>&1 &
   server=$!
-  for _ in $(seq 120); do
-    curl -sf "$URL/readyz" >/dev/null && break
-    sleep 0.5
-  done
+  wait_ready "$URL/readyz" 120 "$server" || { tail -n 20 "$OUT/server-w${workers}.log" >&2; exit 1; }
   sleep 2  # let every worker finish warming up
   for connections in $CONNECTIONS; do
     taskset -c 1 wrk -t1 -c"$connections" -d"$WARMUP" -s "$OUT/bodies.lua" "$URL" >/dev/null
@@ -79,8 +85,8 @@ for workers in $WORKERS; do
       | tee "$OUT/wrk-w${workers}-c${connections}.txt"
   done
   curl -s "$URL/metrics" >"$OUT/metrics-w${workers}.txt"
-  kill -TERM "$server"
-  wait "$server" || true
+  stop_server "$server"
+  server=
 done
 
 # 4. One line per run: requests/s, p50, p99, errors.

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# `make loadtest`: serve a model (default: the shipped one) on a free loopback port, run the k6
+# `make loadtest`: serve a model (default: the shipped one) on loopback port $PORT (8097), run the k6
 # script against it (VUS=32 DURATION=30s P99_MS=250 by default) and print k6's summary.
 # k6's exit code is the result: 99 when a threshold (p99 latency, error rate) fails.
+# Needs curl (apt-get install -y curl) and the project's .venv with the dev extra, which has k6
+# (`make install`; VENV=DIR uses another environment). The server is stopped however the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+source scripts/common.sh
 MODEL=${MODEL:-src/sentiment_api/models/default}
 PORT=${PORT:-8097}
-BIN=.venv/bin
+BIN=${VENV:-.venv}/bin
+require curl:curl
+require_venv "$BIN" sentiment-api k6
 SENTIMENT_LOG_LEVEL=warning "$BIN/sentiment-api" serve --model "$MODEL" --port "$PORT" &
 server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null || true' EXIT
-for _ in $(seq 120); do
-  curl -sf "http://127.0.0.1:$PORT/readyz" >/dev/null && break
-  sleep 0.5
-done
+trap 'stop_server "$server"' EXIT
+wait_ready "http://127.0.0.1:$PORT/readyz" 60 "$server"
 "$BIN/k6" run --quiet -e BASE_URL="http://127.0.0.1:$PORT" -e VUS="${VUS:-32}" \
   -e DURATION="${DURATION:-30s}" -e P99_MS="${P99_MS:-250}" deploy/loadtest/k6.js

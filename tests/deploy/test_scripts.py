@@ -1,0 +1,132 @@
+"""The shell scripts: each names the system packages it misses, and stops the server it starts
+however it ends (the real scripts, the real server; only the load generator is made to fail)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from serving import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+VENV = Path(sys.executable).parent.parent  # the environment running the tests, for the scripts' VENV
+
+
+def path_without(directory: Path, *hidden: str) -> str:
+    """A PATH holding every program of /usr/bin and /bin except ``hidden``."""
+    directory.mkdir()
+    for folder in (Path("/usr/bin"), Path("/bin")):
+        for program in folder.iterdir():
+            link = directory / program.name
+            if program.name not in hidden and not link.exists() and not link.is_symlink():
+                link.symlink_to(program)
+    return str(directory)
+
+
+@pytest.mark.parametrize(
+    ("script", "hidden", "line"),
+    [
+        (
+            "scripts/bench_server_wrk.sh",
+            ("wrk", "taskset", "curl"),
+            "missing wrk taskset curl: apt-get install -y wrk util-linux curl",
+        ),
+        ("scripts/loadtest_k6.sh", ("curl",), "missing curl: apt-get install -y curl"),
+        (
+            "deploy/build_image.sh",
+            ("podman", "runc", "curl", "debootstrap"),
+            "missing podman runc curl debootstrap: apt-get install -y podman runc curl debootstrap",
+        ),
+    ],
+    ids=["wrk-bench", "k6-loadtest", "build-image"],
+)
+def test_a_script_names_the_packages_it_misses_in_one_line(script, hidden, line, tmp_path) -> None:
+    environment = {**os.environ, "PATH": path_without(tmp_path / "bin", *hidden), "VENV": str(VENV)}
+    result = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(REPO / script)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=environment,
+    )
+
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert result.stderr.strip().splitlines() == [line]
+
+
+def listening(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.settimeout(1)
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+@contextlib.contextmanager
+def script_run(script: str, log: Path, timeout: float, **env: str) -> Iterator[int]:
+    """Run ``script`` to its end and give its exit code; then kill anything it left running (in
+    its own session, so nothing else is touched)."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            [shutil.which("bash") or "/bin/bash", str(REPO / script)],
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "VENV": str(VENV), **env},
+            start_new_session=True,
+        )
+        try:
+            yield process.wait(timeout)
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(10)
+
+
+def test_the_k6_script_stops_its_server_when_k6_fails(onnx_package, tmp_path) -> None:
+    if not (VENV / "bin" / "k6").exists():
+        pytest.skip("k6 is not installed (dev extra)")
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed (apt-get install -y curl)")
+    port = free_port()
+    log = tmp_path / "script.log"
+    limits = {"VUS": "2", "DURATION": "1s", "P99_MS": "0.001"}  # a threshold no server meets
+    with script_run(
+        "scripts/loadtest_k6.sh", log, 120, MODEL=str(onnx_package), PORT=str(port), **limits
+    ) as code:
+        assert code == 99, log.read_text()
+        assert not listening(port), "the server outlived the script"
+
+
+@pytest.mark.slow
+def test_the_wrk_script_stops_its_server_when_wrk_fails(onnx_package, tiny_csv, tmp_path) -> None:
+    for program, package in (("taskset", "util-linux"), ("curl", "curl")):
+        if shutil.which(program) is None:
+            pytest.skip(f"{program} is not installed (apt-get install -y {package})")
+    tweets = tmp_path / "tweets.xlsx"
+    pd.read_csv(tiny_csv).to_excel(tweets, sheet_name="Train", index=False)
+    fake = tmp_path / "fake-bin"
+    fake.mkdir()
+    (fake / "wrk").write_text("#!/bin/sh\necho 'wrk: failing on purpose' >&2\nexit 1\n")
+    (fake / "wrk").chmod(0o755)
+    port, out, log = free_port(), tmp_path / "out", tmp_path / "script.log"
+    environment = {
+        "PATH": f"{fake}{os.pathsep}{os.environ['PATH']}",
+        "DATA": str(tweets),
+        "OUT": str(out),
+        "PORT": str(port),
+        "WORKERS": "1",
+        "CONNECTIONS": "1",
+    }
+    with script_run("scripts/bench_server_wrk.sh", log, 240, **environment) as code:
+        assert code != 0, log.read_text()
+        assert "wrk: failing on purpose" in log.read_text()
+        assert (out / "server-w1.log").exists(), log.read_text()  # the server had started
+        assert not listening(port), "the server outlived the script"
