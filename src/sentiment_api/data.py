@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .errors import DataError
+from .extras import require
 from .text import DEFAULT_NORMALISER, get_normaliser
 
 if TYPE_CHECKING:
@@ -98,12 +99,15 @@ def file_sha256(path: Path) -> str:
 
 def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
     """Read a CSV or Excel file (one sheet, by name) into a frame, with errors that name the file."""
+    require("pandas")
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if suffix in {".xlsx", ".xlsm"}:
+        require("openpyxl")  # inside the try below it would become "cannot read it as xlsx"
     try:
         if suffix in EXCEL_SUFFIXES:
             with pd.ExcelFile(path) as book:
@@ -173,6 +177,7 @@ def load_tweets(path: Path, spec: DataSpec | None = None) -> PreparedData:
             )
 
     normalise = get_normaliser(spec.normaliser)
+    require("pandas")
     import pandas as pd
 
     rows = pd.DataFrame(
@@ -201,6 +206,7 @@ def near_duplicate_mask(texts: list[str], threshold: float = 80.0, block: int = 
     Gives exactly the rows of the earlier row-by-row loop, but scores all pairs in blocks with
     rapidfuzz's C++ ``cdist`` on every core; only the pairs above the threshold reach Python.
     """
+    require("rapidfuzz")
     from rapidfuzz import fuzz, process
 
     n = len(texts)
@@ -229,6 +235,7 @@ def reference_near_duplicate_mask(texts: list[str], threshold: float = 80.0) -> 
 
     Every row is compared with every row kept so far, one ``fuzz.ratio`` call at a time.
     """
+    require("rapidfuzz")
     from rapidfuzz import fuzz
 
     kept: list[str] = []
@@ -242,6 +249,7 @@ def reference_near_duplicate_mask(texts: list[str], threshold: float = 80.0) -> 
 
 def split_tweets(data: PreparedData, spec: DataSpec | None = None) -> Splits:
     """Stratified train / validation / test split, as the reference split was made."""
+    require("sklearn.model_selection")
     from sklearn.model_selection import train_test_split
 
     spec = spec or DataSpec()

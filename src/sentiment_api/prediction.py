@@ -9,6 +9,7 @@ import numpy as np
 
 from .data import EXCEL_SUFFIXES, read_table, require_column
 from .errors import DataError
+from .extras import require
 from .files import staged_file
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ def predict_frame(
     progress: bool = True,
 ) -> pd.DataFrame:
     """``frame`` with ``label``, ``score``, ``truncated`` and one ``score_<label>`` column added."""
+    require("tqdm")
     from tqdm.auto import tqdm
 
     texts = ["" if value != value else str(value) for value in frame[text_column]]  # NaN -> ""
@@ -72,6 +74,7 @@ def write_table(frame: pd.DataFrame, path: Path) -> Path:
         if suffix == ".csv":
             frame.to_csv(staging, index=False)
         else:
+            require("openpyxl")  # pandas would only say "No module named openpyxl"
             frame.to_excel(staging, index=False, engine="openpyxl")
     return path
 

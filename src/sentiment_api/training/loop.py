@@ -11,8 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, require
+from ..errors import ConfigError
 from ..evaluation import Scores
+from ..extras import require
 from ..model_card import EpochRecord
 from ..recipe import TrainingConfig
 from ..tokenization import TweetTokenizer
@@ -110,8 +111,9 @@ def fit(
     Keeps the weights of the epoch with the best validation macro-F1 and of the last
     ``config.average_last`` epochs; the model is left with the last epoch's weights.
     """
-    torch: Any = require("torch", "train")
-    transformers: Any = require("transformers", "train")
+    torch: Any = require("torch")
+    transformers: Any = require("transformers")
+    require("tqdm")
     from tqdm.auto import tqdm
 
     weights = class_weights(labels, examples.y) if config.class_weights else np.ones(len(labels))
@@ -175,6 +177,7 @@ def _one_epoch(
     epoch: int,
 ) -> float:
     """One pass over ``batches``; returns the mean training loss."""
+    require("torch")
     import torch
 
     running = 0.0

@@ -12,8 +12,9 @@ import numpy as np
 
 from ..data import LABEL, TEXT, DataSpec, PreparedData, Splits, load_splits
 from ..engine import Classifier, TorchBackend
-from ..errors import ConfigError, require
+from ..errors import ConfigError
 from ..evaluation import Scores, score_probabilities
+from ..extras import require
 from ..model_card import AveragedRecord, DataRecord, ModelCard, TrainingRecord, library_versions
 from ..recipe import TrainingConfig
 from .base import StartingPoint, load_base, save_checkpoint
@@ -80,8 +81,8 @@ def train(
 
 def _set_up_torch(config: TrainingConfig) -> None:
     """Threads as configured; every random generator seeded, before the head is initialised."""
-    torch: Any = require("torch", "train")
-    require("transformers", "train")
+    torch: Any = require("torch")
+    require("transformers")
     if config.threads:
         torch.set_num_threads(config.threads)
     random.seed(config.seed)
