@@ -12,55 +12,43 @@ from typing import Annotated, Any
 
 import typer
 
+from .cli_options import env_var, model_options
+from .config import Settings, load_settings
 from .data import DataSpec
 from .errors import SentimentError
+from .gate import GateThresholds
 from .recipe import TrainingConfig
 
+# Plain click help, not Rich panels: those truncate option names and defaults outside a wide
+# terminal (CI logs, pipes, 80 columns); click's formatter wraps and never cuts.
 app = typer.Typer(
     help="Train, evaluate and run a tweet-sentiment classifier.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Inspect and split labelled tweet files.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Inspect and split labelled tweet files.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(data_app, name="data")
 
-_DEFAULT_SPEC = DataSpec()
-_TRAINING = TrainingConfig()  # the command's defaults are the library's
 DataFile = Annotated[Path, typer.Argument(help="Labelled tweets, .csv or .xlsx.")]
-Sheet = Annotated[str, typer.Option(help="Excel sheet to read.")]
-TextColumn = Annotated[str, typer.Option(help="Column with the tweet text.")]
-LabelColumn = Annotated[str, typer.Option(help="Column with the label.")]
-Labels = Annotated[
-    list[str] | None,
-    typer.Option("--label", help="Label to keep (repeat); default: every label found."),
-]
-DropLabels = Annotated[
-    list[str] | None,
-    typer.Option("--drop-label", help="Label whose rows are dropped (repeat) [default: I can't tell]."),
-]
-Normaliser = Annotated[str, typer.Option(help="Text normaliser, name@version.")]
-Seed = Annotated[int, typer.Option("--split-seed", help="Random state of the stratified split.")]
-
-
-def _spec(
-    sheet: str,
-    text_column: str,
-    label_column: str,
-    labels: list[str] | None,
-    drop_labels: list[str] | None,
-    normaliser: str,
-    seed: int,
-) -> DataSpec:
-    return DataSpec(
-        sheet=sheet,
-        text_column=text_column,
-        label_column=label_column,
-        labels=labels or None,
-        drop_labels=_DEFAULT_SPEC.drop_labels if drop_labels is None else drop_labels,
-        normaliser=normaliser,
-        seed=seed,
+# the data options of `data split` and `train`, under the names they have always had
+data_options = model_options(
+    DataSpec,
+    into="spec",
+    rename={"labels": "label", "drop_labels": "drop-label", "seed": "split-seed"},
+)
+# API keys come from the environment or a key file: on a command line, `ps` would show them
+SECRET_SETTINGS = ("api_keys",)
+SERVE_EPILOG = (
+    "Every option can also be set by the SENTIMENT_* variable named in its help; an option given here "
+    "wins over the environment. Set only in the environment, so that it never shows in a process list: "
+    + " ".join(
+        f"{env_var(Settings, name)}: {Settings.model_fields[name].description}" for name in SECRET_SETTINGS
     )
+)
 
 
 def _echo_json(payload: Any, path: Path | None) -> None:
@@ -74,22 +62,17 @@ def _echo_json(payload: Any, path: Path | None) -> None:
 
 
 @data_app.command("split")
+@data_options
 def data_split(
     data: DataFile,
     out: Annotated[Path | None, typer.Option(help="Write train/validation/test CSVs here.")] = None,
-    sheet: Sheet = str(_DEFAULT_SPEC.sheet),
-    text_column: TextColumn = _DEFAULT_SPEC.text_column,
-    label_column: LabelColumn = _DEFAULT_SPEC.label_column,
-    label: Labels = None,
-    drop_label: DropLabels = None,
-    normaliser: Normaliser = _DEFAULT_SPEC.normaliser,
-    split_seed: Seed = _DEFAULT_SPEC.seed,
+    *,
+    spec: DataSpec,
 ) -> None:
     """Clean, de-duplicate and split a labelled file; print the counts (and write the splits)."""
     from .data import LABEL, load_splits
     from .prediction import write_table
 
-    spec = _spec(sheet, text_column, label_column, label, drop_label, normaliser, split_seed)
     prepared, splits = load_splits(data, spec)
     summary = {
         "file": str(data),
@@ -108,64 +91,21 @@ def data_split(
 
 
 @app.command()
+@model_options(TrainingConfig, into="config")
+@data_options
 def train(
     data: DataFile,
+    *,
     out: Annotated[Path, typer.Option(help="Checkpoint directory to create.")],
-    base_model: Annotated[str, typer.Option(help="Base model: local directory or hub id.")] = (
-        _TRAINING.base_model
-    ),
-    epochs: Annotated[int, typer.Option(min=1)] = _TRAINING.epochs,
-    batch_size: Annotated[int, typer.Option(min=1)] = _TRAINING.batch_size,
-    learning_rate: Annotated[float, typer.Option(min=0.0)] = _TRAINING.learning_rate,
-    weight_decay: Annotated[float, typer.Option(min=0.0)] = _TRAINING.weight_decay,
-    warmup_ratio: Annotated[float, typer.Option(min=0.0, max=1.0)] = _TRAINING.warmup_ratio,
-    max_length: Annotated[int, typer.Option(min=8)] = _TRAINING.max_length,
-    layer_lr_decay: Annotated[
-        float, typer.Option(min=0.01, max=1.0, help="Per-layer LR factor.")
-    ] = _TRAINING.layer_lr_decay,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99)] = _TRAINING.label_smoothing,
-    class_weights: Annotated[
-        bool, typer.Option(help="Inverse-frequency loss weights.")
-    ] = _TRAINING.class_weights,
-    freeze_embeddings: Annotated[
-        bool, typer.Option(help="Keep word embeddings fixed.")
-    ] = _TRAINING.freeze_embeddings,
-    average_last: Annotated[
-        int, typer.Option(min=1, help="Try the average of the last N epochs' weights.")
-    ] = _TRAINING.average_last,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = _TRAINING.seed,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.")] = None,
+    config: TrainingConfig,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    sheet: Sheet = str(_DEFAULT_SPEC.sheet),
-    text_column: TextColumn = _DEFAULT_SPEC.text_column,
-    label_column: LabelColumn = _DEFAULT_SPEC.label_column,
-    label: Labels = None,
-    drop_label: DropLabels = None,
-    normaliser: Normaliser = _DEFAULT_SPEC.normaliser,
-    split_seed: Seed = _DEFAULT_SPEC.seed,
+    spec: DataSpec,
 ) -> None:
     """Fine-tune a sequence classifier, keep the best epoch, evaluate it, save a checkpoint."""
     from .evaluation import format_report
     from .training import train as run_training
 
-    config = TrainingConfig(
-        base_model=base_model,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        warmup_ratio=warmup_ratio,
-        max_length=max_length,
-        label_smoothing=label_smoothing,
-        layer_lr_decay=layer_lr_decay,
-        class_weights=class_weights,
-        average_last=average_last,
-        freeze_embeddings=freeze_embeddings,
-        seed=seed,
-        threads=threads,
-    )
-    spec = _spec(sheet, text_column, label_column, label, drop_label, normaliser, split_seed)
     card = run_training(data, out, config, spec, progress=progress, overwrite=overwrite, log=_stderr)
     for split in ("validation", "test"):
         typer.echo(format_report(card.metrics[split], f"{split}:"))
@@ -207,7 +147,7 @@ def predict(
     text_column: Annotated[
         str | None, typer.Option(help="Text column (default: tweet_text, Tweet or text).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per inference call.")] = 64,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Classify every row of a file and write it back with label and score columns."""
@@ -229,28 +169,23 @@ def predict(
 
 
 @app.command()
+@model_options(GateThresholds, into="thresholds")
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint directory.")],
+    *,
     out: Annotated[Path, typer.Option(help="Model package directory to create.")],
     data: Annotated[Path, typer.Option(help="The labelled file, for the accuracy gate.")],
     variant: Annotated[str, typer.Option(help="onnx, onnx-optimised or onnx-int8.")] = "onnx-int8",
     quantisation: Annotated[str, typer.Option(help="int8 scheme: hybrid or dynamic.")] = "hybrid",
-    max_probability_diff: Annotated[float, typer.Option(help="Gate: ONNX vs PyTorch.")] = 1e-4,
-    min_label_agreement: Annotated[float, typer.Option(help="Gate: int8 vs fp32.")] = 0.98,
-    max_macro_f1_drop: Annotated[float, typer.Option(help="Gate: int8 vs fp32.")] = 0.01,
+    thresholds: GateThresholds,
     accept_gate_failure: Annotated[
         bool, typer.Option(help="Package a model that failed the gate (recorded in its card).")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Export a checkpoint to ONNX, fuse and quantise it, check its accuracy, write a package."""
-    from .export import GateThresholds, build_package
+    from .export import build_package
 
-    thresholds = GateThresholds(
-        max_probability_diff=max_probability_diff,
-        min_label_agreement=min_label_agreement,
-        max_macro_f1_drop=max_macro_f1_drop,
-    )
     card = build_package(
         checkpoint,
         out,
@@ -279,7 +214,7 @@ def bench(
     data: Annotated[Path, typer.Option(help="The labelled file; its test split is timed.")],
     out: Annotated[Path, typer.Option(help="Directory for bench.json, bench.md, bench.png.")],
     threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 2,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per inference call.")] = 64,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported.")] = 5,
     speed_only: Annotated[bool, typer.Option(help="Skip accuracy (for models with random weights).")] = False,
     quantisation: Annotated[str, typer.Option(help="int8 scheme: hybrid or dynamic.")] = "hybrid",
@@ -301,22 +236,19 @@ def bench(
     typer.echo(format_table(result))
 
 
-@app.command()
-def serve(
-    model: Annotated[
-        Path | None, typer.Option(help="Model package (default: the shipped model; env SENTIMENT_MODEL).")
-    ] = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on (default: 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: 8000).")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Server processes (default: 1).")] = None,
-) -> None:
-    """Serve the model over HTTP. Every setting can also come from a SENTIMENT_* variable (see config.py)."""
-    from .config import load_settings
+@app.command(epilog=SERVE_EPILOG)
+@model_options(
+    Settings,
+    into="settings",
+    exclude=SECRET_SETTINGS,
+    shown={"model": "the model shipped with the package"},
+    build=load_settings,  # the environment, then the options given: one ConfigError naming the variable
+)
+def serve(*, settings: Settings) -> None:
+    """Serve a model package over HTTP."""
     from .model_card import ModelCard
     from .server.runner import serve as run_server
 
-    given = {"model": model, "host": host, "port": port, "workers": workers}
-    settings = load_settings(**{name: value for name, value in given.items() if value is not None})
     ModelCard.load(settings.model)  # fail now, in one line, rather than in every worker
     run_server(settings)
 

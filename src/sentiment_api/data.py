@@ -37,7 +37,9 @@ class DataSpec(BaseModel):
         description="Column holding the label.",
     )
     labels: list[str] | None = Field(
-        None, description="Labels to keep; None keeps every label found except `drop_labels`."
+        None,
+        description="Labels to keep (any other label is an error naming its row); by default every "
+        "label found, less the dropped ones.",
     )
     drop_labels: list[str] = Field(
         default_factory=lambda: ["I can't tell"],
