@@ -9,7 +9,17 @@ import pytest
 
 from tiny_models import LABELS
 
-COMMANDS = [[], ["data"], ["data", "split"], ["train"], ["evaluate"], ["predict"]]
+COMMANDS = [
+    [],
+    ["data"],
+    ["data", "split"],
+    ["train"],
+    ["evaluate"],
+    ["predict"],
+    ["export"],
+    ["bench"],
+    ["serve"],
+]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:

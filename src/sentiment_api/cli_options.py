@@ -112,7 +112,7 @@ def model_options(
         @functools.wraps(command)
         def run(**values: Any) -> Result:
             ctx: typer.Context = values[context] if context else values.pop(_CONTEXT)
-            given = {}
+            given: dict[str, Any] = {}
             for option in options:
                 raw = values.pop(option.parameter.name)
                 source = ctx.get_parameter_source(option.parameter.name)
