@@ -14,10 +14,10 @@ def test_bench_measures_every_variant_of_a_checkpoint(trained_tiny_bert, tiny_cs
     assert rows["pytorch"]["improvement"] == 1.0
     # the bench scores the very test split that evaluating the checkpoint scores
     evaluated = evaluate_classifier(Classifier.load(trained_tiny_bert), tiny_csv, "test")
-    assert result["tweets"] == evaluated["n"] == 6
+    assert result["tweets"] == evaluated.n == 6
     assert (rows["pytorch"]["accuracy"], rows["pytorch"]["macro_f1"]) == (
-        evaluated["accuracy"],
-        evaluated["macro_f1"],
+        evaluated.accuracy,
+        evaluated.macro_f1,
     )
     for row in rows.values():
         assert row["accuracy"] in {round(right / 6, 4) for right in range(7)}  # a share of six tweets

@@ -9,7 +9,18 @@ import pytest
 
 from tiny_models import LABELS
 
-COMMANDS = [[], ["data"], ["data", "split"], ["train"], ["evaluate"], ["predict"]]
+COMMANDS = [
+    [],
+    ["data"],
+    ["data", "split"],
+    ["train"],
+    ["crossval"],
+    ["evaluate"],
+    ["predict"],
+    ["export"],
+    ["bench"],
+    ["serve"],
+]
 
 
 def run(*args: str) -> subprocess.CompletedProcess[str]:
@@ -111,3 +122,54 @@ def test_predict_names_a_missing_text_column(trained_tiny_bert, tiny_csv, tmp_pa
     assert result.returncode == 1
     assert "no column 'body'" in result.stderr
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_train_with_a_corpus_and_crossval_from_the_command_line(tiny_csv, tiny_bert, tmp_path) -> None:
+    from test_corpora import MAP, write_corpus
+    from tiny_models import labelled_rows
+
+    names = {target: corpus for corpus, target in MAP.items()}
+    corpus = write_corpus(
+        tmp_path / "corpus.csv", [(t, names[label]) for t, label in labelled_rows(10, seed=3)]
+    )
+    mapping = [arg for source, target in MAP.items() for arg in ("--corpus-label", f"{source}={target}")]
+    common = [
+        "--base-model",
+        tiny_bert,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--no-progress",
+        "--corpus",
+        corpus,
+    ]
+    trained = run("train", tiny_csv, "--out", tmp_path / "model", *common, *mapping, "--corpus-mode", "mix",
+                  "--logit-offsets", f"{LABELS[0]}=0.5")  # fmt: skip
+    assert trained.returncode == 0, trained.stderr
+    assert "corpus validation (labels mapped):" in trained.stdout.replace(tmp_path.name, "corpus")
+    card = json.loads((tmp_path / "model" / "model_card.json").read_text())
+    assert card["corpora"][0]["mode"] == "mix" and card["corpora"][0]["label_map"] == MAP
+    assert card["hyperparameters"]["logit_offsets"] == {LABELS[0]: 0.5}
+
+    unmapped = run("train", tiny_csv, "--out", tmp_path / "other", *common)
+    assert unmapped.returncode == 1 and "Traceback" not in unmapped.stderr
+    [error] = [line for line in unmapped.stderr.splitlines() if line.startswith("error:")]
+    assert "corpus.csv: label 'negative'" in error and "--corpus-label 'negative=" in error
+
+    folds = run("crossval", tiny_csv, "--out", tmp_path / "cv", "--folds", "2", "--base-model", tiny_bert,
+                "--epochs", "1", "--batch-size", "8", "--no-progress")  # fmt: skip
+    assert folds.returncode == 0, folds.stderr
+    assert "| **mean ± sd** |" in folds.stdout and (tmp_path / "cv" / "crossval.png").is_file()
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--corpus-label", "negative", "'negative' is not KEY=VALUE"),
+        ("--logit-offsets", "neg=high", "not a float"),
+    ],
+)
+def test_a_bad_key_value_option_is_a_usage_error(option, value, message, tiny_csv, tmp_path) -> None:
+    result = run("train", tiny_csv, "--out", tmp_path / "m", option, value)
+    assert result.returncode == 2 and message in result.stderr

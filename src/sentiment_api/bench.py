@@ -24,6 +24,7 @@ import numpy as np
 
 from .data import LABEL, TEXT, load_splits
 from .engine import ONNX_FILE
+from .extras import require
 from .files import staged_file, write_text_atomic
 from .model_card import ModelCard
 
@@ -226,6 +227,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def plot_bench(result: dict[str, Any], path: Path) -> Path:
     """Bars of throughput (batched and batch 1) and size per variant, as a PNG."""
+    require("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -12,55 +12,44 @@ from typing import Annotated, Any
 
 import typer
 
+from .cli_options import env_var, model_options
+from .config import Settings, load_settings
+from .corpora import CorpusOptions
 from .data import DataSpec
 from .errors import SentimentError
+from .gate import GateThresholds
 from .recipe import TrainingConfig
 
+# Plain click help, not Rich panels: those truncate option names and defaults outside a wide
+# terminal (CI logs, pipes, 80 columns); click's formatter wraps and never cuts.
 app = typer.Typer(
     help="Train, evaluate and run a tweet-sentiment classifier.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
 )
-data_app = typer.Typer(help="Inspect and split labelled tweet files.", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Inspect and split labelled tweet files.", no_args_is_help=True, rich_markup_mode=None
+)
 app.add_typer(data_app, name="data")
 
-_DEFAULT_SPEC = DataSpec()
-_TRAINING = TrainingConfig()  # the command's defaults are the library's
 DataFile = Annotated[Path, typer.Argument(help="Labelled tweets, .csv or .xlsx.")]
-Sheet = Annotated[str, typer.Option(help="Excel sheet to read.")]
-TextColumn = Annotated[str, typer.Option(help="Column with the tweet text.")]
-LabelColumn = Annotated[str, typer.Option(help="Column with the label.")]
-Labels = Annotated[
-    list[str] | None,
-    typer.Option("--label", help="Label to keep (repeat); default: every label found."),
-]
-DropLabels = Annotated[
-    list[str] | None,
-    typer.Option("--drop-label", help="Label whose rows are dropped (repeat) [default: I can't tell]."),
-]
-Normaliser = Annotated[str, typer.Option(help="Text normaliser, name@version.")]
-Seed = Annotated[int, typer.Option("--split-seed", help="Random state of the stratified split.")]
-
-
-def _spec(
-    sheet: str,
-    text_column: str,
-    label_column: str,
-    labels: list[str] | None,
-    drop_labels: list[str] | None,
-    normaliser: str,
-    seed: int,
-) -> DataSpec:
-    return DataSpec(
-        sheet=sheet,
-        text_column=text_column,
-        label_column=label_column,
-        labels=labels or None,
-        drop_labels=_DEFAULT_SPEC.drop_labels if drop_labels is None else drop_labels,
-        normaliser=normaliser,
-        seed=seed,
+# the data options of `data split` and `train`, under the names they have always had
+data_options = model_options(
+    DataSpec,
+    into="spec",
+    rename={"labels": "label", "drop_labels": "drop-label", "seed": "split-seed"},
+)
+# API keys come from the environment or a key file: on a command line, `ps` would show them
+SECRET_SETTINGS = ("api_keys",)
+SERVE_EPILOG = (
+    "Every option can also be set by the SENTIMENT_* variable named in its help; an option given here "
+    "wins over the environment. Set only in the environment, so that it never shows in a process list: "
+    + " ".join(
+        f"{env_var(Settings, name)}: {Settings.model_fields[name].description}" for name in SECRET_SETTINGS
     )
+)
 
 
 def _echo_json(payload: Any, path: Path | None) -> None:
@@ -74,21 +63,16 @@ def _echo_json(payload: Any, path: Path | None) -> None:
 
 
 @data_app.command("split")
+@data_options
 def data_split(
     data: DataFile,
     out: Annotated[Path | None, typer.Option(help="Write train/validation/test CSVs here.")] = None,
-    sheet: Sheet = str(_DEFAULT_SPEC.sheet),
-    text_column: TextColumn = _DEFAULT_SPEC.text_column,
-    label_column: LabelColumn = _DEFAULT_SPEC.label_column,
-    label: Labels = None,
-    drop_label: DropLabels = None,
-    normaliser: Normaliser = _DEFAULT_SPEC.normaliser,
-    split_seed: Seed = _DEFAULT_SPEC.seed,
+    *,
+    spec: DataSpec,
 ) -> None:
     """Clean, de-duplicate and split a labelled file; print the counts (and write the splits)."""
     from .data import LABEL, load_splits, write_table
 
-    spec = _spec(sheet, text_column, label_column, label, drop_label, normaliser, split_seed)
     prepared, splits = load_splits(data, spec)
     summary = {
         "file": str(data),
@@ -106,69 +90,93 @@ def data_split(
     _echo_json(summary, None)
 
 
+# the recipe's options, shared by `train` and `crossval`; corpora come from the --corpus options
+recipe_options = model_options(TrainingConfig, into="config", exclude=("corpora",))
+corpus_options = model_options(CorpusOptions, into="corpora")
+StageDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="Where first-stage checkpoints are kept and found again "
+        "[default: $XDG_CACHE_HOME/sentiment-api/stages, else ~/.cache/sentiment-api/stages]."
+    ),
+]
+Progress = Annotated[bool, typer.Option(help="Show a progress bar.")]
+
+
 @app.command()
+@recipe_options
+@corpus_options
+@data_options
 def train(
     data: DataFile,
+    *,
     out: Annotated[Path, typer.Option(help="Checkpoint directory to create.")],
-    base_model: Annotated[str, typer.Option(help="Base model: local directory or hub id.")] = (
-        _TRAINING.base_model
-    ),
-    epochs: Annotated[int, typer.Option(min=1)] = _TRAINING.epochs,
-    batch_size: Annotated[int, typer.Option(min=1)] = _TRAINING.batch_size,
-    learning_rate: Annotated[float, typer.Option(min=0.0)] = _TRAINING.learning_rate,
-    weight_decay: Annotated[float, typer.Option(min=0.0)] = _TRAINING.weight_decay,
-    warmup_ratio: Annotated[float, typer.Option(min=0.0, max=1.0)] = _TRAINING.warmup_ratio,
-    max_length: Annotated[int, typer.Option(min=8)] = _TRAINING.max_length,
-    layer_lr_decay: Annotated[
-        float, typer.Option(min=0.01, max=1.0, help="Per-layer LR factor.")
-    ] = _TRAINING.layer_lr_decay,
-    label_smoothing: Annotated[float, typer.Option(min=0.0, max=0.99)] = _TRAINING.label_smoothing,
-    class_weights: Annotated[
-        bool, typer.Option(help="Inverse-frequency loss weights.")
-    ] = _TRAINING.class_weights,
-    freeze_embeddings: Annotated[
-        bool, typer.Option(help="Keep word embeddings fixed.")
-    ] = _TRAINING.freeze_embeddings,
-    average_last: Annotated[
-        int, typer.Option(min=1, help="Try the average of the last N epochs' weights.")
-    ] = _TRAINING.average_last,
-    seed: Annotated[int, typer.Option(help="Training seed.")] = _TRAINING.seed,
-    threads: Annotated[int | None, typer.Option(min=1, help="CPU threads.")] = None,
+    config: TrainingConfig,
+    corpora: CorpusOptions,
+    stage_dir: StageDir = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
-    sheet: Sheet = str(_DEFAULT_SPEC.sheet),
-    text_column: TextColumn = _DEFAULT_SPEC.text_column,
-    label_column: LabelColumn = _DEFAULT_SPEC.label_column,
-    label: Labels = None,
-    drop_label: DropLabels = None,
-    normaliser: Normaliser = _DEFAULT_SPEC.normaliser,
-    split_seed: Seed = _DEFAULT_SPEC.seed,
+    progress: Progress = True,
+    spec: DataSpec,
 ) -> None:
-    """Fine-tune a sequence classifier, keep the best epoch, evaluate it, save a checkpoint."""
+    """Fine-tune a sequence classifier, keep the best epoch, evaluate it, save a checkpoint.
+
+    With --corpus, it also learns from extra labelled corpora: first on them alone
+    (--corpus-mode stage: that checkpoint is kept in --stage-dir and reused by later runs), or mixed
+    into the target's batches (mix, joint).
+    """
     from .evaluation import format_report
     from .training import train as run_training
 
-    config = TrainingConfig(
-        base_model=base_model,
-        epochs=epochs,
-        batch_size=batch_size,
-        learning_rate=learning_rate,
-        weight_decay=weight_decay,
-        warmup_ratio=warmup_ratio,
-        max_length=max_length,
-        label_smoothing=label_smoothing,
-        layer_lr_decay=layer_lr_decay,
-        class_weights=class_weights,
-        average_last=average_last,
-        freeze_embeddings=freeze_embeddings,
-        seed=seed,
-        threads=threads,
+    config = config.model_copy(update={"corpora": corpora.specs()})
+    card = run_training(
+        data, out, config, spec, stage_dir=stage_dir, progress=progress, overwrite=overwrite, log=_stderr
     )
-    spec = _spec(sheet, text_column, label_column, label, drop_label, normaliser, split_seed)
-    card = run_training(data, out, config, spec, progress=progress, overwrite=overwrite, log=_stderr)
     for split in ("validation", "test"):
         typer.echo(format_report(card.metrics[split], f"{split}:"))
+    for record in card.corpora:
+        if record.metrics is not None:
+            typer.echo(format_report(record.metrics, f"{record.name} validation (labels mapped):"))
     typer.echo(f"saved {out} (best epoch {card.training.best_epoch}, {card.training.seconds} s)")
+
+
+@app.command()
+@recipe_options
+@corpus_options
+@data_options
+def crossval(
+    data: DataFile,
+    *,
+    out: Annotated[Path, typer.Option(help="Directory for folds, out-of-fold predictions, table and plot.")],
+    folds: Annotated[int, typer.Option(min=2, help="Number of stratified folds.")] = 5,
+    cv_seed: Annotated[int, typer.Option(help="Random state of the folds.")] = 0,
+    tune_criterion: Annotated[
+        str,
+        typer.Option(
+            help="Score the logit offsets are tuned for: macro_f1, balanced_accuracy, "
+            "f1_and_balanced, or none."
+        ),
+    ] = "f1_and_balanced",
+    config: TrainingConfig,
+    corpora: CorpusOptions,
+    stage_dir: StageDir = None,
+    progress: Progress = True,
+    spec: DataSpec,
+) -> None:
+    """Cross-validate a training recipe: k stratified folds of the train and validation rows (test
+    left out), mean ± sd of accuracy, balanced accuracy and macro-F1, per-label recall, a plot, and
+    logit offsets tuned on the out-of-fold predictions. An interrupted run resumes."""  # fmt: skip
+    from .crossval import cross_validate, format_crossval
+
+    if tune_criterion not in ("macro_f1", "balanced_accuracy", "f1_and_balanced", "none"):
+        raise typer.BadParameter(f"unknown criterion {tune_criterion!r}", param_hint="'--tune-criterion'")
+    config = config.model_copy(update={"corpora": corpora.specs()})
+    result = cross_validate(
+        data, out, config, spec, folds=folds, seed=cv_seed,
+        tune_criterion=None if tune_criterion == "none" else tune_criterion,
+        stage_dir=stage_dir, progress=progress, log=_stderr,
+    )  # fmt: skip
+    typer.echo(format_crossval(result))
+    typer.echo(f"wrote {out / 'crossval.json'}, {out / 'crossval.md'} and {out / 'crossval.png'}")
 
 
 @app.command()
@@ -206,7 +214,7 @@ def predict(
     text_column: Annotated[
         str | None, typer.Option(help="Text column (default: tweet_text, Tweet or text).")
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per inference call.")] = 64,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
 ) -> None:
     """Classify every row of a file and write it back with label and score columns."""
@@ -228,28 +236,23 @@ def predict(
 
 
 @app.command()
+@model_options(GateThresholds, into="thresholds")
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="Training checkpoint directory.")],
+    *,
     out: Annotated[Path, typer.Option(help="Model package directory to create.")],
     data: Annotated[Path, typer.Option(help="The labelled file, for the accuracy gate.")],
     variant: Annotated[str, typer.Option(help="onnx, onnx-optimised or onnx-int8.")] = "onnx-int8",
     quantisation: Annotated[str, typer.Option(help="int8 scheme: hybrid or dynamic.")] = "hybrid",
-    max_probability_diff: Annotated[float, typer.Option(help="Gate: ONNX vs PyTorch.")] = 1e-4,
-    min_label_agreement: Annotated[float, typer.Option(help="Gate: int8 vs fp32.")] = 0.98,
-    max_macro_f1_drop: Annotated[float, typer.Option(help="Gate: int8 vs fp32.")] = 0.01,
+    thresholds: GateThresholds,
     accept_gate_failure: Annotated[
         bool, typer.Option(help="Package a model that failed the gate (recorded in its card).")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
 ) -> None:
     """Export a checkpoint to ONNX, fuse and quantise it, check its accuracy, write a package."""
-    from .export import GateThresholds, build_package
+    from .export import build_package
 
-    thresholds = GateThresholds(
-        max_probability_diff=max_probability_diff,
-        min_label_agreement=min_label_agreement,
-        max_macro_f1_drop=max_macro_f1_drop,
-    )
     card = build_package(
         checkpoint,
         out,
@@ -278,7 +281,7 @@ def bench(
     data: Annotated[Path, typer.Option(help="The labelled file; its test split is timed.")],
     out: Annotated[Path, typer.Option(help="Directory for bench.json, bench.md, bench.png.")],
     threads: Annotated[int, typer.Option(min=1, help="Inference threads.")] = 2,
-    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per inference call.")] = 64,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported.")] = 5,
     speed_only: Annotated[bool, typer.Option(help="Skip accuracy (for models with random weights).")] = False,
     quantisation: Annotated[str, typer.Option(help="int8 scheme: hybrid or dynamic.")] = "hybrid",
@@ -300,22 +303,19 @@ def bench(
     typer.echo(format_table(result))
 
 
-@app.command()
-def serve(
-    model: Annotated[
-        Path | None, typer.Option(help="Model package (default: the shipped model; env SENTIMENT_MODEL).")
-    ] = None,
-    host: Annotated[str | None, typer.Option(help="Address to listen on (default: 127.0.0.1).")] = None,
-    port: Annotated[int | None, typer.Option(help="Port (default: 8000).")] = None,
-    workers: Annotated[int | None, typer.Option(min=1, help="Server processes (default: 1).")] = None,
-) -> None:
-    """Serve the model over HTTP. Every setting can also come from a SENTIMENT_* variable (see config.py)."""
-    from .config import load_settings
+@app.command(epilog=SERVE_EPILOG)
+@model_options(
+    Settings,
+    into="settings",
+    exclude=SECRET_SETTINGS,
+    shown={"model": "the model shipped with the package"},
+    build=load_settings,  # the environment, then the options given: one ConfigError naming the variable
+)
+def serve(*, settings: Settings) -> None:
+    """Serve a model package over HTTP."""
     from .model_card import ModelCard
     from .server.runner import serve as run_server
 
-    given = {"model": model, "host": host, "port": port, "workers": workers}
-    settings = load_settings(**{name: value for name, value in given.items() if value is not None})
     ModelCard.load(settings.model)  # fail now, in one line, rather than in every worker
     run_server(settings)
 

@@ -12,11 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .data import LABEL, TEXT, file_sha256, read_table, require_column
 from .errors import DataError
 from .evaluation import Scores
+from .extras import require
 from .text import get_normaliser
 
 if TYPE_CHECKING:
@@ -48,6 +49,53 @@ class CorpusSpec(BaseModel):
     def display_name(self) -> str:
         """The name given, else the directory holding the file (``tweeteval-sentiment``)."""
         return self.name or self.path.resolve().parent.name or self.path.stem
+
+
+class CorpusOptions(BaseModel):
+    """Extra corpora as the command line names them: one :class:`CorpusSpec` per ``--corpus``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    corpus: list[Path] = Field(
+        default_factory=list, description="An extra labelled corpus to learn from (.csv or .xlsx)."
+    )
+    corpus_validation: list[Path] = Field(
+        default_factory=list,
+        description="The validation file of each --corpus, in the same order (default: a stratified "
+        "share of the corpus is held out).",
+    )
+    corpus_text_column: str = Field("text", description="Column holding the text in every corpus.")
+    corpus_label_column: str = Field("label", description="Column holding the label in every corpus.")
+    corpus_label: dict[str, str] = Field(
+        default_factory=dict,
+        description="CORPUS LABEL=TARGET LABEL: how a corpus label maps onto the target labels "
+        "(e.g. 'negative=Negative emotion'); labels spelt like a target label need none.",
+    )
+    corpus_drop_label: list[str] = Field(
+        default_factory=list, description="A corpus label whose rows are left out."
+    )
+
+    @model_validator(mode="after")
+    def _paired(self) -> CorpusOptions:
+        if len(self.corpus_validation) > len(self.corpus):
+            raise ValueError("more --corpus-validation files than --corpus files")
+        return self
+
+    def specs(self) -> list[CorpusSpec]:
+        """One spec per corpus, with its validation file when one was given."""
+        validation: list[Path | None] = [*self.corpus_validation]
+        validation += [None] * (len(self.corpus) - len(validation))
+        return [
+            CorpusSpec(
+                path=path,
+                validation=checked,
+                text_column=self.corpus_text_column,
+                label_column=self.corpus_label_column,
+                label_map=self.corpus_label,
+                drop_labels=self.corpus_drop_label,
+            )
+            for path, checked in zip(self.corpus, validation, strict=True)
+        ]
 
 
 class CorpusRecord(BaseModel):
@@ -105,6 +153,7 @@ def read_labelled(
     path: Path, spec: CorpusSpec, target_labels: list[str], normaliser: str, dropped: dict[str, int]
 ) -> pd.DataFrame:
     """``text`` (normalised) and ``label`` (mapped onto ``target_labels``) of one labelled file."""
+    require("pandas")
     import pandas as pd
 
     path = Path(path)
@@ -151,11 +200,13 @@ def load_corpus(spec: CorpusSpec, target_labels: list[str], normaliser: str, see
         train = train[~train[TEXT].isin(set(validation[TEXT]))].reset_index(drop=True)
         _count(dropped, "also in validation", before - len(train))
     else:
+        require("sklearn.model_selection")
         from sklearn.model_selection import train_test_split
 
         try:
+            share = max(round(spec.holdout * len(train)), train[LABEL].nunique())  # a row of each at least
             train, validation = train_test_split(
-                train, test_size=spec.holdout, random_state=seed, stratify=train[LABEL]
+                train, test_size=share, random_state=seed, stratify=train[LABEL]
             )
         except ValueError as exc:
             raise DataError(f"{spec.path}: cannot hold out a validation share: {exc}") from exc

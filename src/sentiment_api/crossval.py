@@ -24,6 +24,7 @@ from pydantic import BaseModel, Field
 
 from .data import LABEL, TEXT, DataSpec, load_splits
 from .evaluation import HEADLINE, Scores, score_probabilities
+from .extras import require
 from .files import staged_file, write_text_atomic
 from .recipe import TrainingConfig
 
@@ -100,7 +101,10 @@ def cross_validate(
     Writes into ``out_dir`` as it goes: ``folds.jsonl`` and ``oof.csv`` (so an interrupted run
     resumes at the next fold), then ``crossval.json``, ``crossval.md`` and ``crossval.png``.
     """
+    require("pandas")
     import pandas as pd
+
+    require("sklearn.model_selection")
     from sklearn.model_selection import StratifiedKFold, train_test_split
 
     from .training.pipeline import fine_tune
@@ -308,16 +312,21 @@ def format_crossval(result: CrossValidation) -> str:
 
 def plot_crossval(result: CrossValidation, path: Path) -> Path:
     """Each fold's headline scores and per-label recall as dots, the mean as a bar, in a PNG."""
+    require("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     figure, (headline, recall) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
-    panels = (
-        (headline, list(HEADLINE), lambda r, name: getattr(r.scores, name)),
-        (recall, list(result.recall), lambda r, label: r.scores.per_class[label].recall),
-    )
+
+    def headline_value(fold: FoldResult, name: str) -> float:
+        return float(getattr(fold.scores, name))
+
+    def recall_value(fold: FoldResult, label: str) -> float:
+        return fold.scores.per_class[label].recall
+
+    panels = ((headline, list(HEADLINE), headline_value), (recall, list(result.recall), recall_value))
     for axes, names, value in panels:
         for x, name in enumerate(names):
             values = [value(r, name) for r in result.results]

@@ -15,6 +15,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .errors import DataError
+from .extras import require
 from .files import staged_file
 from .text import DEFAULT_NORMALISER, get_normaliser
 
@@ -37,7 +38,9 @@ class DataSpec(BaseModel):
         description="Column holding the label.",
     )
     labels: list[str] | None = Field(
-        None, description="Labels to keep; None keeps every label found except `drop_labels`."
+        None,
+        description="Labels to keep (any other label is an error naming its row); by default every "
+        "label found, less the dropped ones.",
     )
     drop_labels: list[str] = Field(
         default_factory=lambda: ["I can't tell"],
@@ -99,12 +102,15 @@ def file_sha256(path: Path) -> str:
 
 def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
     """Read a CSV or Excel file (one sheet, by name) into a frame, with errors that name the file."""
+    require("pandas")
     import pandas as pd
 
     path = Path(path)
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
+    if suffix in {".xlsx", ".xlsm"}:
+        require("openpyxl")  # inside the try below it would become "cannot read it as xlsx"
     try:
         if suffix in EXCEL_SUFFIXES:
             with pd.ExcelFile(path) as book:
@@ -188,6 +194,7 @@ def load_tweets(path: Path, spec: DataSpec | None = None) -> PreparedData:
             )
 
     normalise = get_normaliser(spec.normaliser)
+    require("pandas")
     import pandas as pd
 
     rows = pd.DataFrame(
@@ -217,6 +224,7 @@ def near_duplicate_mask(texts: list[str], threshold: float = 80.0, block: int = 
     the specification), but scores all pairs in blocks with
     rapidfuzz's C++ ``cdist`` on every core; only the pairs above the threshold reach Python.
     """
+    require("rapidfuzz")
     from rapidfuzz import fuzz, process
 
     n = len(texts)
@@ -242,6 +250,7 @@ def near_duplicate_mask(texts: list[str], threshold: float = 80.0, block: int = 
 
 def split_tweets(data: PreparedData, spec: DataSpec | None = None) -> Splits:
     """Stratified train / validation / test split, as the reference split was made."""
+    require("sklearn.model_selection")
     from sklearn.model_selection import train_test_split
 
     spec = spec or DataSpec()

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from .errors import ModelError
+from .extras import require
 from .model_card import ModelCard
 from .text import get_normaliser
 from .tokenization import Encoded, TweetTokenizer, length_buckets
@@ -51,13 +52,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     """Row-wise softmax, stable for large logits."""
     shifted = logits - logits.max(axis=1, keepdims=True)
     exp = np.exp(shifted)
-    return exp / exp.sum(axis=1, keepdims=True)
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
 class TorchBackend:
     """A ``transformers`` sequence classifier in PyTorch, in inference mode."""
 
     def __init__(self, model: Any, threads: int | None = None) -> None:
+        require("torch")
         import torch
 
         if threads:
@@ -68,10 +70,8 @@ class TorchBackend:
     @classmethod
     def load(cls, directory: Path, threads: int | None = None) -> TorchBackend:
         """Load the PyTorch checkpoint in ``directory``."""
-        from .errors import require
-
-        require("torch", "train")
-        transformers: Any = require("transformers", "train")
+        require("torch")
+        transformers: Any = require("transformers")
         try:
             model = transformers.AutoModelForSequenceClassification.from_pretrained(directory)
         except OSError as exc:
@@ -84,7 +84,7 @@ class TorchBackend:
             output = self.model(
                 input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
             )
-        return output.logits.float().numpy()
+        return np.asarray(output.logits.float().numpy())
 
 
 class OnnxBackend:
@@ -102,9 +102,7 @@ class OnnxBackend:
     def __init__(self, path: Path, threads: int | None = None, spin: bool = True) -> None:
         import os
 
-        from .errors import require
-
-        ort: Any = require("onnxruntime", "serve")
+        ort: Any = require("onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
         options.inter_op_num_threads = 1

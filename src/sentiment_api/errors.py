@@ -81,15 +81,3 @@ class DeadlineExceededError(ServiceError):
 
 class NotReadyError(ServiceError):
     """The model is still loading or warming up, or the service is shutting down."""
-
-
-def require(module: str, extra: str) -> object:
-    """Import ``module`` or raise a :class:`DependencyError` naming the extra that provides it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise DependencyError(
-            f"{module} is not installed; install it with: pip install 'sentiment-api[{extra}]'"
-        ) from exc

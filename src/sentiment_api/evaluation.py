@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, Field
 
+from .extras import require
+
 if TYPE_CHECKING:
     from .engine import Classifier
 
@@ -44,6 +46,7 @@ class Scores(BaseModel):
 
 def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> Scores:
     """Accuracy, balanced accuracy, macro-F1, per-class precision/recall/F1 and the confusion matrix."""
+    require("sklearn.metrics")
     from sklearn.metrics import (
         accuracy_score,
         balanced_accuracy_score,
@@ -94,6 +97,7 @@ def format_report(metrics: Scores, title: str = "") -> str:
 
 def plot_confusion_matrix(metrics: Scores, path: Path, title: str = "") -> Path:
     """Save the confusion matrix (counts, with row-normalised shading) as a PNG."""
+    require("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")

@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from .data import LABEL, TEXT, file_sha256, load_splits
-from .engine import ONNX_FILE
-from .errors import ConfigError, GateError, ModelError, require
+from .engine import ONNX_FILE, Classifier
+from .errors import ConfigError, GateError, ModelError
+from .extras import require
 from .files import staged_directory
 from .gate import GateThresholds, run_gate
 from .model_card import ModelCard, PackageRecord, SourceRecord, library_versions
@@ -30,7 +31,7 @@ from .tokenization import TOKENIZER_FILE
 __all__ = ["VARIANTS", "GateThresholds", "build_package", "export_onnx", "export_variants", "run_gate"]
 
 
-def _probabilities(classifier: Any, texts: list[str]) -> np.ndarray:
+def _probabilities(classifier: Classifier, texts: list[str]) -> np.ndarray:
     return classifier.probabilities_of_clean(texts)[0]
 
 
@@ -40,8 +41,8 @@ OPSET = 17
 
 def export_onnx(checkpoint: Path, path: Path, opset: int = OPSET) -> Path:
     """Export a PyTorch checkpoint to fp32 ONNX with dynamic batch and sequence axes."""
-    torch: Any = require("torch", "train")
-    transformers: Any = require("transformers", "train")
+    torch: Any = require("torch")
+    transformers: Any = require("transformers")
     # eager attention exports as MatMul/Softmax, the pattern ONNX Runtime fuses into Attention
     model = transformers.AutoModelForSequenceClassification.from_pretrained(
         checkpoint, attn_implementation="eager"
@@ -65,6 +66,7 @@ def export_onnx(checkpoint: Path, path: Path, opset: int = OPSET) -> Path:
 
 def optimise_onnx(source: Path, target: Path, checkpoint: Path) -> dict[str, int]:
     """Apply ONNX Runtime's transformer fusions (attention, layer norms, GELU); return their counts."""
+    require("onnxruntime.transformers.optimizer")
     from onnxruntime.transformers import optimizer
 
     config = json.loads((Path(checkpoint) / "config.json").read_text())
@@ -95,6 +97,8 @@ def quantise_onnx(source: Path, target: Path, scheme: str = "hybrid") -> None:
     tensor. The feed-forward output layer reads GELU outputs with long tails, and per-tensor
     activation scales there cost MiniLM about 2% label agreement with fp32; per-block scales do not.
     """
+    require("onnx")
+    require("onnxruntime.quantization")
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -123,6 +127,8 @@ def quantise_onnx(source: Path, target: Path, scheme: str = "hybrid") -> None:
 
 def onnx_facts(path: Path, fusions: dict[str, int], quantisation: str | None) -> PackageRecord:
     """File name, sha256, size and opset of an ONNX file, and the runtime version, for the card."""
+    require("onnx")
+    require("onnxruntime")
     import onnx
     import onnxruntime
 
@@ -180,9 +186,10 @@ def build_package(
     log: Callable[[str], None] = print,
 ) -> ModelCard:
     """Export a checkpoint as far as ``variant``, gate it on the validation split, package it."""
-    from .engine import Classifier, OnnxBackend
+    from .engine import OnnxBackend
     from .evaluation import score_probabilities
 
+    require("onnx")  # the export extra brings every other module this needs: name it first
     checkpoint, output_dir = Path(checkpoint), Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise ConfigError(f"{output_dir} exists; choose another output or pass --overwrite")

@@ -9,6 +9,7 @@ import numpy as np
 
 from .data import read_table, require_column, write_table
 from .errors import DataError
+from .extras import require
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,6 +39,7 @@ def predict_frame(
     progress: bool = True,
 ) -> pd.DataFrame:
     """``frame`` with ``label``, ``score``, ``truncated`` and one ``score_<label>`` column added."""
+    require("tqdm")
     from tqdm.auto import tqdm
 
     texts = ["" if value != value else str(value) for value in frame[text_column]]  # NaN -> ""

@@ -1,6 +1,16 @@
-"""The HTTP service: ``create_app(settings)`` builds it, :func:`serve` runs it under uvicorn."""
+"""The HTTP service: ``create_app(settings)`` builds it, :func:`serve` runs it under uvicorn.
 
-from .app import app_from_env, create_app
-from .runner import serve
+Every module here imports the web stack at its top, so the package checks for it first: without the
+``serve`` extra, importing it is one :class:`DependencyError` that says what to install.
+"""
+
+from ..extras import require
+
+require("fastapi")
+require("orjson")
+require("prometheus_client")
+
+from .app import app_from_env, create_app  # noqa: E402
+from .runner import serve  # noqa: E402
 
 __all__ = ["app_from_env", "create_app", "serve"]

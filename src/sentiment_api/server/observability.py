@@ -128,14 +128,14 @@ class Metrics:
         """The text format: all workers' values in multiprocess mode, else this registry's."""
         if os.environ.get(MULTIPROC_ENV):
             merged = CollectorRegistry()
-            multiprocess.MultiProcessCollector(merged)
+            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
             return generate_latest(merged)
         return generate_latest(self.registry)
 
     def close(self) -> None:
         """Drop this process's live gauges from the merged view when it exits."""
         if os.environ.get(MULTIPROC_ENV):
-            multiprocess.mark_process_dead(os.getpid())
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
 
 
 class JsonFormatter(logging.Formatter):
@@ -235,7 +235,7 @@ def _request_id(scope: Scope) -> str:
     """The client's ``X-Request-ID`` when it is a sane token, else a new random one."""
     for name, value in scope["headers"]:
         if name == b"x-request-id":
-            text = value.decode("latin-1")
+            text = str(value.decode("latin-1"))
             if _CLIENT_REQUEST_ID.fullmatch(text):
                 return text
             break

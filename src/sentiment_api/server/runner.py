@@ -8,6 +8,7 @@ import tempfile
 from pathlib import Path
 
 from ..config import Settings
+from ..extras import require
 from .observability import MULTIPROC_ENV, logging_config
 
 FACTORY = "sentiment_api.server.app:app_from_env"
@@ -44,6 +45,7 @@ def export_settings(settings: Settings) -> None:
 
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or Ctrl-C; each worker builds its app from the same ``SENTIMENT_*`` settings."""
+    require("uvicorn")
     import uvicorn
 
     export_settings(settings)

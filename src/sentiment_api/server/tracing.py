@@ -10,15 +10,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from ..errors import require
+from ..extras import require
 
 
 class Tracing:
     """A tracer provider with a batching OTLP exporter, and a span per request."""
 
     def __init__(self, endpoint: str, service_name: str) -> None:
-        require("opentelemetry.sdk", "otel")
-        exporter_module: Any = require("opentelemetry.exporter.otlp.proto.http.trace_exporter", "otel")
+        require("opentelemetry.sdk")
+        exporter_module: Any = require("opentelemetry.exporter.otlp.proto.http.trace_exporter")
         from opentelemetry.sdk.resources import Resource
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor

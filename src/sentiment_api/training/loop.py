@@ -16,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError, require
+from ..errors import ConfigError
 from ..evaluation import Scores
+from ..extras import require
 from ..model_card import EpochRecord
 from ..recipe import TrainingConfig
 from ..tokenization import TweetTokenizer
@@ -148,7 +149,7 @@ def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
 
 def new_head(model: Any, outputs: int) -> Any:
     """A fresh classification head shaped like the model's own, with ``outputs`` labels."""
-    torch: Any = require("torch", "train")
+    torch: Any = require("torch")
     name = next((name for name in HEAD_ATTRIBUTES if hasattr(model, name)), None)
     if name is None:
         raise ConfigError(f"{type(model).__name__}: no classification head found for joint training")
@@ -178,8 +179,9 @@ def fit(
     Keeps the weights of the epoch with the best validation score (``config.selection``) and of
     the last ``config.average_last`` epochs; the model is left with the last epoch's weights.
     """
-    torch: Any = require("torch", "train")
-    transformers: Any = require("transformers", "train")
+    torch: Any = require("torch")
+    transformers: Any = require("transformers")
+    require("tqdm")
     from tqdm.auto import tqdm
 
     losses = [
@@ -252,6 +254,7 @@ def _step(
     model: Any, tokenizer: TweetTokenizer, task: Task, batch: np.ndarray, loss_fn: Any, bf16: bool
 ) -> float:
     """Forward and backward one batch (through the task's own head, if it has one); its loss."""
+    require("torch")
     import torch
 
     input_ids, attention_mask = tokenizer.pad([task.examples.ids[i] for i in batch])

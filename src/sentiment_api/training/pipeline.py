@@ -15,8 +15,9 @@ import numpy as np
 from ..corpora import Corpus, CorpusRecord, load_corpus
 from ..data import LABEL, TEXT, DataSpec, PreparedData, Splits, load_splits
 from ..engine import Classifier, TorchBackend
-from ..errors import ConfigError, require
+from ..errors import ConfigError
 from ..evaluation import Scores, score_probabilities
+from ..extras import require
 from ..model_card import AveragedRecord, DataRecord, ModelCard, TrainingRecord, library_versions
 from ..recipe import TrainingConfig
 from .base import StartingPoint, load_base, output_layer, save_checkpoint
@@ -59,6 +60,8 @@ def train(
     output_dir = Path(output_dir)
     if output_dir.exists() and not overwrite:
         raise ConfigError(f"{output_dir} exists; choose another output or pass --overwrite")
+    require("torch")  # before the data: the [train] extra brings the [data] one too
+    require("transformers")
     started = time.perf_counter()
     data, splits = load_splits(data_path, spec)
     log(
@@ -133,14 +136,15 @@ def fine_tune(
 
 def _set_up_torch(config: TrainingConfig) -> None:
     """Threads as configured, every random generator seeded."""
-    torch: Any = require("torch", "train")
-    require("transformers", "train")
+    torch: Any = require("torch")
+    require("transformers")
     if config.threads:
         torch.set_num_threads(config.threads)
     _seed(config.seed)
 
 
 def _seed(seed: int) -> None:
+    require("torch")
     import torch
 
     random.seed(seed)
@@ -250,7 +254,7 @@ def add_logit_offsets(model: Any, labels: list[str], offsets: dict[str, float]) 
     unknown = sorted(set(offsets) - set(labels))
     if unknown:
         raise ConfigError(f"logit offsets for unknown label(s) {unknown}; the labels are {labels}")
-    torch: Any = require("torch", "train")
+    torch: Any = require("torch")
     layer = output_layer(model)
     if layer.bias is None:
         raise ConfigError(f"{type(model).__name__}: the head has no bias to take logit offsets")

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..corpora import Corpus, CorpusRecord
 from ..data import file_sha256
+from ..extras import require
 from ..model_card import CARD_FILE, DataRecord, ModelCard, TrainingRecord, library_versions
 from ..recipe import BUNDLED_BASE, TrainingConfig
 from .base import save_checkpoint
@@ -87,6 +88,7 @@ def first_stage(
     log: Callable[[str], None] = print,
 ) -> Stage:
     """The stage's checkpoint: loaded when an identical one exists, else trained and saved."""
+    require("pandas")
     import pandas as pd
 
     key = stage_key(corpora, labels, config, normaliser)
