@@ -152,6 +152,12 @@ def test_train_with_a_corpus_and_crossval_from_the_command_line(tiny_csv, tiny_b
     assert card["corpora"][0]["mode"] == "mix" and card["corpora"][0]["label_map"] == MAP
     assert card["hyperparameters"]["logit_offsets"] == {LABELS[0]: 0.5}
 
+    scored = run("evaluate", tmp_path / "model", "--corpus", corpus, *mapping, "--json")
+    assert scored.returncode == 0, scored.stderr
+    assert json.loads(scored.stdout)["n"] == 30 and json.loads(scored.stdout)["split"] == "all"
+    neither = run("evaluate", tmp_path / "model")
+    assert neither.returncode == 2 and "give either --data or --corpus" in neither.stderr
+
     unmapped = run("train", tiny_csv, "--out", tmp_path / "other", *common)
     assert unmapped.returncode == 1 and "Traceback" not in unmapped.stderr
     [error] = [line for line in unmapped.stderr.splitlines() if line.startswith("error:")]

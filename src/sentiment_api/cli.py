@@ -180,29 +180,47 @@ def crossval(
 
 
 @app.command()
+@corpus_options
 def evaluate(
     model: Annotated[Path, typer.Argument(help="Model directory (checkpoint or package).")],
-    data: Annotated[Path, typer.Option(help="Labelled tweets, .csv or .xlsx.")],
+    data: Annotated[
+        Path | None, typer.Option(help="The labelled file the model was trained on (.csv or .xlsx).")
+    ] = None,
     split: Annotated[str, typer.Option(help="train, validation, test or all.")] = "test",
     sheet: Annotated[str | None, typer.Option(help="Sheet (default: the card's).")] = None,
     out: Annotated[Path | None, typer.Option(help="Directory for metrics.json and the plot.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON, not a table.")] = False,
+    *,
+    corpora: CorpusOptions,
 ) -> None:
-    """Accuracy, balanced accuracy, macro-F1, per-class scores and a confusion-matrix plot."""
+    """Accuracy, balanced accuracy, macro-F1, per-class scores and a confusion-matrix plot.
+
+    On --data, the split is rebuilt as the model's card says. With --corpus instead, every row of
+    each corpus file is scored, its labels mapped onto the model's with --corpus-label.
+    """
+    from .corpora import score_on_file
     from .engine import Classifier
     from .evaluation import evaluate_classifier, format_report, plot_confusion_matrix
 
+    if (data is None) == (not corpora.corpus):
+        raise typer.BadParameter("give either --data or --corpus", param_hint="'--data'")
     classifier = Classifier.load(model)
-    metrics = evaluate_classifier(classifier, data, split, sheet)
-    if out is not None:
-        _echo_json(metrics.model_dump(mode="json"), out / "metrics.json")
-        plot_confusion_matrix(metrics, out / "confusion_matrix.png", f"{model.name} on {split}")
-    if as_json:
-        _echo_json(metrics.model_dump(mode="json"), None)
-    else:
-        typer.echo(format_report(metrics, f"{model} on {data.name} ({split}):"))
-        if out is not None:
-            typer.echo(f"wrote {out / 'metrics.json'} and {out / 'confusion_matrix.png'}")
+    scored = (
+        [(f"{data.name} ({split})", evaluate_classifier(classifier, data, split, sheet))]
+        if data is not None
+        else [(spec.path.name, score_on_file(classifier, spec)) for spec in corpora.specs()]
+    )
+    for number, (name, metrics) in enumerate(scored):
+        folder = None if out is None else (out if len(scored) == 1 else out / str(number))
+        if folder is not None:
+            _echo_json(metrics.model_dump(mode="json"), folder / "metrics.json")
+            plot_confusion_matrix(metrics, folder / "confusion_matrix.png", f"{model.name} on {name}")
+        if as_json:
+            _echo_json(metrics.model_dump(mode="json"), None)
+        else:
+            typer.echo(format_report(metrics, f"{model} on {name}:"))
+            if folder is not None:
+                typer.echo(f"wrote {folder / 'metrics.json'} and {folder / 'confusion_matrix.png'}")
 
 
 @app.command()

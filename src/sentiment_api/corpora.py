@@ -23,6 +23,8 @@ from .text import get_normaliser
 if TYPE_CHECKING:
     import pandas as pd
 
+    from .engine import Classifier
+
 
 class CorpusSpec(BaseModel):
     """Where an extra corpus is, which columns hold text and label, how its labels map onto ours."""
@@ -214,6 +216,16 @@ def load_corpus(spec: CorpusSpec, target_labels: list[str], normaliser: str, see
     if spec.max_rows is not None and len(train) > spec.max_rows:
         train = train.sample(n=spec.max_rows, random_state=seed).reset_index(drop=True)
     return Corpus(spec, train, validation, file_sha256(Path(spec.path)), validation_sha256, dropped)
+
+
+def score_on_file(classifier: Classifier, spec: CorpusSpec) -> Scores:
+    """A model's scores on every row of one labelled file, its labels mapped onto the model's."""
+    from .evaluation import score_probabilities
+
+    frame = read_labelled(spec.path, spec, classifier.labels, classifier.card.normaliser, {})
+    probabilities, _ = classifier.probabilities_of_clean(frame[TEXT].tolist())
+    scores = score_probabilities(frame[LABEL].tolist(), probabilities, classifier.labels)
+    return scores.model_copy(update={"split": "all", "data_sha256": file_sha256(Path(spec.path))})
 
 
 def _count(dropped: dict[str, int], reason: str, count: int) -> None:
