@@ -138,3 +138,4 @@ def test_epochs_can_be_chosen_by_balanced_accuracy_too() -> None:
     assert selection_score(record, "macro_f1") == 0.5
     assert selection_score(record, "balanced_accuracy") == 0.6
     assert selection_score(record, "f1_and_balanced") == pytest.approx(0.55)
+    assert selection_score(record, "acc_f1_balanced") == pytest.approx(0.6)

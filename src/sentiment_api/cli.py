@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 
@@ -18,7 +18,7 @@ from .corpora import CorpusOptions
 from .data import DataSpec
 from .errors import SentimentError
 from .gate import GateThresholds
-from .recipe import TrainingConfig
+from .recipe import Selection, TrainingConfig
 
 # Plain click help, not Rich panels: those truncate option names and defaults outside a wide
 # terminal (CI logs, pipes, 80 columns); click's formatter wraps and never cuts.
@@ -153,7 +153,7 @@ def crossval(
         str,
         typer.Option(
             help="Score the logit offsets are tuned for: macro_f1, balanced_accuracy, "
-            "f1_and_balanced, or none."
+            "f1_and_balanced, acc_f1_balanced (see --selection), or none."
         ),
     ] = "f1_and_balanced",
     config: TrainingConfig,
@@ -167,7 +167,7 @@ def crossval(
     logit offsets tuned on the out-of-fold predictions. An interrupted run resumes."""  # fmt: skip
     from .crossval import cross_validate, format_crossval
 
-    if tune_criterion not in ("macro_f1", "balanced_accuracy", "f1_and_balanced", "none"):
+    if tune_criterion not in (*get_args(Selection), "none"):
         raise typer.BadParameter(f"unknown criterion {tune_criterion!r}", param_hint="'--tune-criterion'")
     config = config.model_copy(update={"corpora": corpora.specs()})
     result = cross_validate(

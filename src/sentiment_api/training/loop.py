@@ -94,12 +94,19 @@ class Fitted:
 
 
 def selection_score(scores: Scores | EpochRecord, selection: str) -> float:
-    """The validation figure epochs are chosen by: macro-F1, balanced accuracy, or their mean."""
+    """The validation figure epochs are chosen by (see ``TrainingConfig.selection``)."""
+    return combine(scores.accuracy, scores.balanced_accuracy, scores.macro_f1, selection)
+
+
+def combine(accuracy: float, balanced_accuracy: float, macro_f1: float, selection: str) -> float:
+    """macro-F1, balanced accuracy, the mean of both, or the mean of those two and accuracy."""
     if selection == "balanced_accuracy":
-        return scores.balanced_accuracy
+        return balanced_accuracy
     if selection == "f1_and_balanced":
-        return (scores.macro_f1 + scores.balanced_accuracy) / 2
-    return scores.macro_f1
+        return (macro_f1 + balanced_accuracy) / 2
+    if selection == "acc_f1_balanced":
+        return (accuracy + balanced_accuracy + macro_f1) / 3
+    return macro_f1
 
 
 def class_weights(labels: list[str], y: np.ndarray, power: float = 1.0) -> np.ndarray:
