@@ -146,11 +146,11 @@ class MicroBatcher:
         """Seconds until the queue has likely drained, at the recent speed; at least one."""
         return max(1.0, self._depth * self._seconds_per_text)
 
-    def enqueue(self, ids: Sequence[Sequence[int]], deadline: float) -> asyncio.Future[BatchResult]:
-        """Queue one request's token ids; its future resolves to that request's rows, in order."""
-        if self._closed:
-            raise NotReadyError("the service is shutting down; retry on another instance", retry_after=1.0)
-        if self._depth + len(ids) > self.limits.queue_size:
+    def admit(self, texts: int) -> None:
+        """Raise :class:`QueueFullError` unless ``texts`` more could be queued now: within the queue's
+        size, and behind no more than ``max_queue_wait_s`` of work at the measured speed. Cheap, so a
+        server can ask before it reads and tokenises a request it would refuse."""
+        if self._depth + texts > self.limits.queue_size:
             raise QueueFullError(
                 f"the inference queue is full ({self._depth} of {self.limits.queue_size} texts waiting); "
                 "retry later",
@@ -164,6 +164,12 @@ class MicroBatcher:
                 f"{expected_wait * 1000:.0f} ms, over the limit of {limit_ms:g} ms; retry later",
                 retry_after=self.retry_after(),
             )
+
+    def enqueue(self, ids: Sequence[Sequence[int]], deadline: float) -> asyncio.Future[BatchResult]:
+        """Queue one request's token ids; its future resolves to that request's rows, in order."""
+        if self._closed:
+            raise NotReadyError("the service is shutting down; retry on another instance", retry_after=1.0)
+        self.admit(len(ids))
         job = _Job(ids, deadline, asyncio.get_running_loop().create_future(), sum(len(row) for row in ids))
         self._queue.append(job)
         self._depth += len(ids)

@@ -126,6 +126,7 @@ def build_router(
         (answer: ``results`` in input order). The text is normalised as the model was trained."""
         state = request.state
         deadline = getattr(state, "arrived", time.monotonic()) + timeout
+        service.admit()
         _require_json(request.headers.get("content-type"))
         try:
             raw = await request.body()

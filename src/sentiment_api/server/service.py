@@ -151,6 +151,16 @@ class SentimentService:
         info.update(model_version=self.version, base_model=card.base_model.rstrip("/").rsplit("/", 1)[-1])
         return info
 
+    def admit(self) -> None:
+        """Refuse now (:class:`QueueFullError`) a request the queue could not take, before its body is
+        read, parsed and tokenised: under overload, refusing must cost next to nothing."""
+        if self.batcher is not None:
+            try:
+                self.batcher.admit(1)
+            except QueueFullError:
+                self.metrics.shed.inc()
+                raise
+
     async def predict(
         self,
         texts: list[str],

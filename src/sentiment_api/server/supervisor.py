@@ -56,22 +56,32 @@ class SocketPerWorker(Multiprocess):
         self.processes = [self._spawn(index) for index in range(self.processes_num)]
 
     def keep_subprocess_alive(self) -> None:
-        """As uvicorn's: a worker that died or stopped answering pings is replaced, on its socket."""
+        """As uvicorn's: a worker that died or stopped answering pings is replaced, on its socket. The
+        dead are replaced first: a ping to a live worker under load can take seconds, and the dead
+        one's connections wait in its socket's backlog meanwhile."""
         if self.should_exit.is_set():
             return
         for index, process in enumerate(self.processes):
-            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
-                continue
-            process.kill()
-            process.join()
-            if process.exitcode == STARTUP_FAILURE:
-                log.error(f"Child process [{process.pid}] failed to start, stopping the parent process.")
-                self.should_exit.set()
+            if not process.process.is_alive() and not self._replace(index, process):
                 return
-            if self.should_exit.is_set():
+        for index, process in enumerate(self.processes):
+            alive = process.is_alive(timeout=self.config.timeout_worker_healthcheck)
+            if not alive and not self._replace(index, process):
                 return
-            log.info(f"Child process [{process.pid}] died")
-            self.processes[index] = self._spawn(index)
+
+    def _replace(self, index: int, process: Process) -> bool:
+        """Kill (if hung) and replace worker ``index``; false when the supervisor must stop instead."""
+        process.kill()
+        process.join()
+        if process.exitcode == STARTUP_FAILURE:
+            log.error(f"Child process [{process.pid}] failed to start, stopping the parent process.")
+            self.should_exit.set()
+            return False
+        if self.should_exit.is_set():
+            return False
+        log.info(f"Child process [{process.pid}] died")
+        self.processes[index] = self._spawn(index)
+        return True
 
     def restart_all(self) -> None:
         """SIGHUP: replace each worker in turn, bringing the new one up before the old one goes."""
