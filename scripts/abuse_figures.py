@@ -3,9 +3,9 @@ what overload, slow clients and a killed worker do to the service.
 
     python scripts/abuse_figures.py [spread] [overload] [slow] [kill] [--out runs/abuse/STAMP]
 
-- spread:   2 workers, 32 connections (each sends one request and stays open), counted per worker
-            process with `ss`; with one shared socket (SENTIMENT_REUSE_PORT=false, as before) and
-            with one socket per worker (the default); --rounds times each.
+- spread:   2 workers, 32 connections opened at once (each sends one request and stays open),
+            counted per worker process with `ss`; with one shared socket (SENTIMENT_REUSE_PORT=false,
+            as before) and with one socket per worker (the default); --rounds times each.
 - overload: the default settings, 512 connections posting back to back for --overload-s seconds:
             answers by status, p50/p99 of each, resident memory before, at peak and after, and how
             long until one client alone sees its usual latency again.
@@ -50,14 +50,16 @@ def ms(seconds: float | None) -> float | None:
 
 
 async def hold_32(port: int) -> list[asyncio.StreamWriter]:
-    """32 connections, each having sent and been answered one request, still open."""
-    writers = []
-    for _ in range(32):
+    """32 connections opened at once, as a load generator (wrk, k6) opens them, each having sent and
+    been answered one request, still open."""
+
+    async def one() -> asyncio.StreamWriter:
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(request_bytes(b'{"text": "hello"}'))
         await read_response(reader)
-        writers.append(writer)
-    return writers
+        return writer
+
+    return list(await asyncio.gather(*(one() for _ in range(32))))
 
 
 def connections_per_process(port: int) -> Counter[int]:

@@ -56,8 +56,9 @@ class Settings(BaseSettings):
         le=64,
         description="Batches each process runs at once, each on its own inference thread (default: one "
         "per core). A batch is formed and answered while others run, and single-threaded runs need no "
-        "hand-offs between threads. Every worker gets one per core, not a share: connections are not "
-        "spread evenly among workers, so a busy one must be able to use the cores an idle one leaves. "
+        "hand-offs between threads. Every worker gets one per core, not a share: connections are spread "
+        "over workers by chance (21/11 of 32 happens), so a busy one must be able to use the cores an "
+        "idle one leaves. "
         "STREAMS=1 with THREADS=2 answers a lone request sooner; more streams serve more requests per "
         "second (both measured in BENCHMARKS.md).",
     )
