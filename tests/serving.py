@@ -130,6 +130,16 @@ class LiveServer:
         wait_until(ready, interval=0.1)
         return self
 
+    def wait_workers_ready(self, workers: int) -> LiveServer:
+        """Block until ``workers`` worker processes have each loaded and warmed their model (readiness
+        answers as soon as one has)."""
+
+        def loaded() -> int:
+            return len({line["pid"] for line in self.json_lines() if line["message"].startswith("model ")})
+
+        wait_until(lambda: loaded() >= workers)
+        return self
+
     def log_lines(self) -> list[str]:
         """What the server wrote so far."""
         return self.log.read_text(errors="replace").splitlines()

@@ -14,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from sentiment_api.errors import RateLimitedError
 from sentiment_api.server.limits import AuthFailureThrottle, RateLimiter, TokenBuckets
-from serving import LiveServer, free_port, listening_sockets, post_bytes, read_response, wait_until
+from serving import LiveServer, free_port, listening_sockets, post_bytes, read_response
 
 KEY = "k3y-0123456789abcdef"
 SECOND_KEY = "second-0123456789abcdef"
@@ -95,11 +95,7 @@ def two_workers(onnx_package, tmp_path_factory):
     )
     server.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
     try:
-        server.wait_ready()
-        # each worker loads its model on its own: wait until both answer, so none is still loading
-        wait_until(
-            lambda: len({line.get("pid") for line in server.json_lines() if "ready" in line["message"]}) >= 2
-        )
+        server.wait_ready().wait_workers_ready(2)  # each loads its own model: none still loading
         yield server
     finally:
         server.stop()

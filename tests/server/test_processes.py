@@ -140,8 +140,8 @@ def test_a_worker_killed_under_load_is_replaced_and_only_its_requests_in_flight_
 
     threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
     try:
-        wait_until(lambda: len(server.worker_pids()) == 2)
-        streams = gauge(server.url, "sentiment_inference_streams")
+        server.wait_workers_ready(2)
+        streams = gauge(server.url, "sentiment_inference_streams")  # both workers' streams
         for thread in threads:
             thread.start()
         wait_until(lambda: len(outcomes) >= 100, timeout=30)

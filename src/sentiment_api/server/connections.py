@@ -47,7 +47,8 @@ def _plain_response(status: str, message: str) -> bytes:
 
 
 class CoalescingTransport:
-    """A transport whose writes made in one turn of the event loop go out as one write.
+    """A transport that holds writes until the response is complete (or, failing that, until the
+    event loop's next turn), then writes them as one.
 
     uvicorn writes a response's status line and headers, then its body, in two ``send`` calls, and
     between the two the thread may wait for the GIL while inference runs. A worker killed in that gap
@@ -97,7 +98,7 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     # --- the deadline: armed on connecting and at a request's first byte, off once its headers are in
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self.transport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
+        self.transport: CoalescingTransport = CoalescingTransport(transport, self.loop)  # type: ignore[assignment]
         self._arm()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -132,6 +133,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         if not self._refused:
             super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        self.transport.flush()  # the whole response, in one write, now
+        super().on_response_complete()
 
     def _arm(self) -> None:
         self._disarm()

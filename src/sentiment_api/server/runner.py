@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..config import Settings
+from ..errors import ConfigError
 from ..extras import require
 from .limits import TokenBuckets
 from .observability import MULTIPROC_ENV, logging_config
@@ -97,6 +98,7 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         workers=settings.workers,
         http=GuardedHttpProtocol,
+        ws="none",  # no WebSocket routes: no upgrade handling to expose
         log_config=logging_config(settings.log_level),
         log_level=settings.log_level,
         access_log=False,  # our own JSON line per request replaces it
@@ -108,6 +110,8 @@ def serve(settings: Settings) -> None:
         timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
     )
     try:
+        if settings.metrics_port is not None:
+            _check_free(settings.host, settings.metrics_port)
         if settings.workers == 1:
             _serve_one(config)  # the app serves metrics_port itself (see app.py)
         else:
@@ -139,6 +143,20 @@ def _serve_many(config: Config, settings: Settings) -> None:
         SocketPerWorker(config, sockets).run()
     else:
         Multiprocess(config, [config.bind_socket()]).run()
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail now, in one line, if the metrics port is taken (rather than in a worker's start-up)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror} (SENTIMENT_METRICS_PORT)"
+            ) from None
 
 
 def _serve_merged_metrics(settings: Settings) -> Callable[[], None]:

@@ -131,7 +131,8 @@ class GuardMiddleware:
             if complete:
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    message = await receive()
             except TimeoutError:
                 raise RequestTimeoutError(
                     f"the request body did not arrive within {self.read_timeout_s:g} s "

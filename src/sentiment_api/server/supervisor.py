@@ -19,18 +19,29 @@ import socket
 from uvicorn.config import STARTUP_FAILURE, Config
 from uvicorn.supervisors.multiprocess import Multiprocess, Process
 
+from ..errors import ConfigError
+
 log = logging.getLogger("uvicorn.error")
 
 
 def reuse_port_sockets(host: str, port: int, count: int, backlog: int) -> list[socket.socket]:
-    """``count`` listening sockets bound to the same address with ``SO_REUSEPORT``."""
+    """``count`` listening sockets bound to the same address with ``SO_REUSEPORT``.
+
+    The kernel lets only sockets of the same user that all set ``SO_REUSEPORT`` share a port: another
+    program on it is an error here, but a second instance of this service, started the same way on
+    the same port, would join the group and take a share of the connections.
+    """
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sockets = []
     for _ in range(count):
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            sock.close()
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror} (SENTIMENT_PORT)") from None
         # listen now, not in the worker: the kernel sends connections only to listening sockets, and a
         # socket must be in the group before the first connection arrives to get its share
         sock.listen(backlog)
