@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVE_STAMP := $(VENV)/.installed-serve
 MODEL ?=
 
-.PHONY: install test lint train evaluate default-model bench bench-roberta serve loadtest clean
+.PHONY: install test lint train evaluate default-model bench bench-roberta serve loadtest soak abuse-figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -62,6 +62,12 @@ serve: $(SERVE_STAMP) ## serve the shipped model on http://127.0.0.1:8000 (MODEL
 
 loadtest: $(STAMP) ## start the service on the shipped model and run the k6 load test against it (needs curl)
 	bash scripts/loadtest_k6.sh
+
+soak: $(STAMP) ## serve the shipped model, measure its capacity, hold 70 % of it for 30 min; figures and PNG in runs/soak
+	$(BIN)/python scripts/soak.py
+
+abuse-figures: $(STAMP) ## connection spread, overload, slow clients and a killed worker, measured (needs iproute2, nginx)
+	$(BIN)/python scripts/abuse_figures.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

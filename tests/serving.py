@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import socket
 import subprocess
@@ -129,9 +130,32 @@ class LiveServer:
         wait_until(ready, interval=0.1)
         return self
 
+    def wait_workers_ready(self, workers: int) -> LiveServer:
+        """Block until ``workers`` worker processes have each loaded and warmed their model (readiness
+        answers as soon as one has)."""
+
+        def loaded() -> int:
+            return len({line["pid"] for line in self.json_lines() if line["message"].startswith("model ")})
+
+        wait_until(lambda: loaded() >= workers)
+        return self
+
     def log_lines(self) -> list[str]:
         """What the server wrote so far."""
         return self.log.read_text(errors="replace").splitlines()
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        """The JSON log lines written so far."""
+        return [json.loads(line) for line in self.log_lines() if line.startswith("{")]
+
+    def worker_pids(self) -> set[int]:
+        """The worker processes: the server process's children that serve (itself with one worker)."""
+        workers = {pid for pid in child_pids(self.process.pid) if b"spawn_main" in _command_line(pid)}
+        return workers or {self.process.pid}
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the server process and its workers."""
+        return sum(rss_bytes(pid) for pid in {self.process.pid} | child_pids(self.process.pid))
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL if it lingers."""
@@ -143,3 +167,68 @@ class LiveServer:
                 self.process.kill()
                 self.process.wait()
         self._out.close()
+
+
+def child_pids(pid: int) -> set[int]:
+    """The live child processes of ``pid`` (Linux ``/proc``)."""
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            children |= {int(child) for child in (task / "children").read_text().split()}
+        except OSError:
+            continue
+    return children
+
+
+def _command_line(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of one process (Linux ``/proc``); 0 once it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def listening_sockets(port: int) -> int:
+    """How many TCP sockets listen on ``port`` on this machine (``/proc/net/tcp``, state 0A)."""
+    count = 0
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                count += 1
+    return count
+
+
+def post_bytes(path: str, body: bytes, host: str = "test", headers: dict[str, str] | None = None) -> bytes:
+    """A complete HTTP/1.1 POST with a JSON body, as raw bytes."""
+    lines = [f"POST {path} HTTP/1.1", f"Host: {host}", "Content-Type: application/json"]
+    lines += [f"{name}: {value}" for name, value in (headers or {}).items()]
+    lines.append(f"Content-Length: {len(body)}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One HTTP/1.1 response (status, headers, body) from ``reader``; the server always sends a length."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in header_lines:
+        if ":" in line:
+            name, value = line.split(":", 1)
+            headers[name.strip().lower()] = value.strip()
+    body = await reader.readexactly(int(headers.get("content-length", "0")))
+    return int(status_line.split()[1]), headers, body

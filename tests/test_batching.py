@@ -15,7 +15,9 @@ from sentiment_api.batching import BatchLimits, MicroBatcher
 from sentiment_api.errors import DeadlineExceededError, NotReadyError, QueueFullError
 
 # the service's defaults, spelled out: the batcher has none of its own (config.Settings holds them)
-LIMITS = BatchLimits(max_batch_size=32, max_wait_s=0.002, token_budget=8192, queue_size=512, streams=1)
+LIMITS = BatchLimits(
+    max_batch_size=32, max_wait_s=0.002, token_budget=8192, queue_size=512, max_queue_wait_s=10.0, streams=1
+)
 TIMEOUT_S = 30  # no test here takes a second; past this one has hung
 
 
@@ -134,6 +136,32 @@ def test_a_full_queue_refuses_with_a_retry_after() -> None:
     error = run(main())
     assert error.retry_after is not None and error.retry_after >= 1
     assert "3 of 3" in str(error)
+
+
+def test_a_queue_that_would_take_too_long_refuses_once_the_speed_is_known() -> None:
+    async def main():
+        model = RecordingModel()
+        model.gate.clear()
+        batcher = await started(model, max_queue_wait_s=0.2)
+        first = await held(batcher, model, [[1]])
+        unknown_speed = [batcher.enqueue([[n]], later()) for n in range(5)]  # none refused: not timed yet
+        await asyncio.sleep(0.1)  # the first batch takes 0.1 s or more for one text; the next five, ~0
+        model.gate.set()
+        await asyncio.gather(first, *unknown_speed)
+        model.gate.clear()
+        second = await held(batcher, model, [[2]])
+        admitted = []
+        with pytest.raises(QueueFullError) as refused:
+            for n in range(10):
+                admitted.append(batcher.enqueue([[n]], later()))
+        model.gate.set()
+        await asyncio.gather(second, *admitted)
+        await batcher.stop()
+        return len(admitted), refused.value
+
+    admitted, error = run(main())
+    assert 1 <= admitted <= 3  # 0.2 s of queue at 0.08 s or more per text (0.8 x 0.1 + 0.2 x ~0)
+    assert "would take about" in str(error) and "over the limit of 200 ms" in str(error)
 
 
 def test_a_request_past_its_deadline_is_answered_and_never_inferred() -> None:

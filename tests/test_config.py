@@ -70,6 +70,10 @@ def test_keys_can_come_from_a_file(tmp_path) -> None:
         ({"request_timeout_s": 0}, "SENTIMENT_REQUEST_TIMEOUT_S"),
         ({"api_keys_file": "/nonexistent/keys"}, "cannot read"),
         ({"log_level": "verbose"}, "SENTIMENT_LOG_LEVEL"),
+        ({"forwarded_allow_ips": ["proxy.local"]}, "SENTIMENT_FORWARDED_ALLOW_IPS"),
+        ({"metrics_port": 8000}, "must differ from port"),
+        ({"read_timeout_s": 0}, "SENTIMENT_READ_TIMEOUT_S"),
+        ({"auth_failure_limit": 0}, "SENTIMENT_AUTH_FAILURE_LIMIT"),
     ],
     ids=lambda value: "-".join(value) if isinstance(value, dict) else None,
 )

@@ -1,16 +1,30 @@
 // k6 load test for POST /predict: `k6 run -e BASE_URL=http://127.0.0.1:8000 deploy/loadtest/k6.js`
 // Thresholds fail the run (exit code 99) when p99 latency or the error rate is too high.
+//
+// Bodies are real tweets: the 576 tweets of the reference test split as people wrote them
+// (tweets.json beside this file, made by scripts/make_loadtest_tweets.py), one drawn at random per
+// request. TWEETS=/path/to/file uses your own: a JSON list of strings, or a text file with one tweet
+// per line (a relative path is read from this script's directory). Short fixed tweets would measure a
+// faster service than real traffic meets: the cost of a request grows with its length in tokens.
 import http from "k6/http";
 import { check } from "k6";
+import { SharedArray } from "k6/data";
 
 const BASE_URL = __ENV.BASE_URL || "http://127.0.0.1:8000";
-const TWEETS = [
-  "I love my new iPad, the battery lasts forever #sxsw",
-  "Google's party line is two hours long. Not worth it.",
-  "Heading to the Apple pop-up store on Congress Ave",
-  "the new app keeps crashing, so frustrating",
-  "Great panel on mobile design at #sxsw this morning",
-];
+const TWEETS = new SharedArray("tweets", function () {
+  const path = __ENV.TWEETS || "./tweets.json";
+  const raw = open(path);
+  const tweets = path.endsWith(".json") ? JSON.parse(raw) : raw.split("\n");
+  const texts = tweets.map((tweet) => String(tweet)).filter((tweet) => tweet.trim() !== "");
+  if (texts.length === 0) {
+    throw new Error(`no tweets in ${path}`);
+  }
+  return texts;
+});
+const HEADERS = { "Content-Type": "application/json" };
+if (__ENV.API_KEY) {
+  HEADERS["X-API-Key"] = __ENV.API_KEY;
+}
 
 export const options = {
   scenarios: {
@@ -30,7 +44,7 @@ export const options = {
 export default function () {
   const text = TWEETS[Math.floor(Math.random() * TWEETS.length)];
   const response = http.post(`${BASE_URL}/predict`, JSON.stringify({ text }), {
-    headers: { "Content-Type": "application/json" },
+    headers: HEADERS,
     tags: { name: "predict" },
   });
   check(response, {

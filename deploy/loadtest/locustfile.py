@@ -1,25 +1,35 @@
-"""Locust load test for POST /predict.
+"""Locust load test for POST /predict: `locust -f deploy/loadtest/locustfile.py --host http://127.0.0.1:8000`.
 
-    locust -f deploy/loadtest/locustfile.py --host http://127.0.0.1:8000 --headless -u 32 -r 8 -t 30s
-
-The run exits non-zero when the error rate passes 0.1 % or p99 latency passes P99_MS (default 250).
+Bodies are real tweets: the 576 tweets of the reference test split as people wrote them (tweets.json
+beside this file, made by scripts/make_loadtest_tweets.py), one drawn at random per request.
+TWEETS=/path/to/file uses your own: a JSON list of strings, or a text file with one tweet per line.
+API_KEY sends a key; P99_MS (250) and a 0.1 % failure ratio are the thresholds that fail the run.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import random
+from pathlib import Path
 
 from locust import HttpUser, between, events, task
 
-TWEETS = [
-    "I love my new iPad, the battery lasts forever #sxsw",
-    "Google's party line is two hours long. Not worth it.",
-    "Heading to the Apple pop-up store on Congress Ave",
-    "the new app keeps crashing, so frustrating",
-    "Great panel on mobile design at #sxsw this morning",
-]
 P99_MS = float(os.environ.get("P99_MS", "250"))
+HEADERS = {"X-API-Key": os.environ["API_KEY"]} if os.environ.get("API_KEY") else {}
+
+
+def load_tweets(path: Path) -> list[str]:
+    """Tweets from a JSON list of strings, or from a text file with one per line."""
+    text = path.read_text(encoding="utf-8")
+    tweets = json.loads(text) if path.suffix == ".json" else text.splitlines()
+    tweets = [str(tweet) for tweet in tweets if str(tweet).strip()]
+    if not tweets:
+        raise SystemExit(f"no tweets in {path}")
+    return tweets
+
+
+TWEETS = load_tweets(Path(os.environ.get("TWEETS") or Path(__file__).with_name("tweets.json")))
 
 
 class TweetUser(HttpUser):
@@ -29,7 +39,8 @@ class TweetUser(HttpUser):
 
     @task
     def predict(self) -> None:
-        with self.client.post("/predict", json={"text": random.choice(TWEETS)}, catch_response=True) as r:
+        body = {"text": random.choice(TWEETS)}
+        with self.client.post("/predict", json=body, headers=HEADERS, catch_response=True) as r:
             if r.status_code != 200 or "sentiment" not in r.json():
                 r.failure(f"status {r.status_code}")
 

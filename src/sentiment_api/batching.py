@@ -44,6 +44,7 @@ class BatchLimits:
     max_wait_s: float  # how long a batch may wait to fill
     token_budget: int  # most input tokens in one inference call
     queue_size: int  # most texts waiting; beyond it enqueue refuses
+    max_queue_wait_s: float  # most time the queued texts may take, at the measured speed; beyond it refuses
     streams: int  # batches run at once, each on its own inference thread
 
 
@@ -104,6 +105,7 @@ class MicroBatcher:
         self._closed = False
         self._had_company = False
         self._seconds_per_text = 0.01
+        self._speed_known = False  # no refusal by expected wait before a batch has been timed
 
     @property
     def depth(self) -> int:
@@ -144,16 +146,30 @@ class MicroBatcher:
         """Seconds until the queue has likely drained, at the recent speed; at least one."""
         return max(1.0, self._depth * self._seconds_per_text)
 
-    def enqueue(self, ids: Sequence[Sequence[int]], deadline: float) -> asyncio.Future[BatchResult]:
-        """Queue one request's token ids; its future resolves to that request's rows, in order."""
-        if self._closed:
-            raise NotReadyError("the service is shutting down; retry on another instance", retry_after=1.0)
-        if self._depth + len(ids) > self.limits.queue_size:
+    def admit(self, texts: int) -> None:
+        """Raise :class:`QueueFullError` unless ``texts`` more could be queued now: within the queue's
+        size, and behind no more than ``max_queue_wait_s`` of work at the measured speed. Cheap, so a
+        server can ask before it reads and tokenises a request it would refuse."""
+        if self._depth + texts > self.limits.queue_size:
             raise QueueFullError(
                 f"the inference queue is full ({self._depth} of {self.limits.queue_size} texts waiting); "
                 "retry later",
                 retry_after=self.retry_after(),
             )
+        expected_wait = self._depth * self._seconds_per_text
+        if self._speed_known and self._depth and expected_wait > self.limits.max_queue_wait_s:
+            limit_ms = self.limits.max_queue_wait_s * 1000
+            raise QueueFullError(
+                f"the inference queue is full: the {self._depth} texts waiting would take about "
+                f"{expected_wait * 1000:.0f} ms, over the limit of {limit_ms:g} ms; retry later",
+                retry_after=self.retry_after(),
+            )
+
+    def enqueue(self, ids: Sequence[Sequence[int]], deadline: float) -> asyncio.Future[BatchResult]:
+        """Queue one request's token ids; its future resolves to that request's rows, in order."""
+        if self._closed:
+            raise NotReadyError("the service is shutting down; retry on another instance", retry_after=1.0)
+        self.admit(len(ids))
         job = _Job(ids, deadline, asyncio.get_running_loop().create_future(), sum(len(row) for row in ids))
         self._queue.append(job)
         self._depth += len(ids)
@@ -301,7 +317,11 @@ class MicroBatcher:
             self._report_busy()
             self._free_streams.release()
         seconds = monotonic() - started
-        self._seconds_per_text = 0.8 * self._seconds_per_text + 0.2 * seconds / len(ids) / self.limits.streams
+        per_text = seconds / len(ids) / self.limits.streams
+        self._seconds_per_text = (
+            0.8 * self._seconds_per_text + 0.2 * per_text if self._speed_known else per_text
+        )
+        self._speed_known = True
         for number, job in enumerate(batch):  # whatever on_rows did not report
             answer(job, probabilities[first_row[number] : first_row[number + 1]])
         if self._on_batch is not None:

@@ -134,7 +134,7 @@ def _in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, 
 
 def prepare_variants(target: Path, work: Path, scheme: str, log: Callable[[str], None]) -> dict[str, Path]:
     """Model directories per variant: a checkpoint yields all four; a package only itself."""
-    from .export import export_variants
+    from .export import export_variants, onnx_facts
     from .tokenization import TOKENIZER_FILE
 
     card = ModelCard.load(target)
@@ -147,7 +147,8 @@ def prepare_variants(target: Path, work: Path, scheme: str, log: Callable[[str],
         package.mkdir()
         shutil.move(str(path), package / ONNX_FILE)
         shutil.copy2(target / TOKENIZER_FILE, package / TOKENIZER_FILE)
-        card.model_copy(update={"variant": variant}).save(package)
+        facts = onnx_facts(package / ONNX_FILE, {}, scheme if variant == "onnx-int8" else None)
+        card.model_copy(update={"variant": variant, "package": facts}).save(package)  # checked on load
         variants[variant] = package
     return variants
 

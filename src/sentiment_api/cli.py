@@ -331,10 +331,10 @@ def bench(
 )
 def serve(*, settings: Settings) -> None:
     """Serve a model package over HTTP."""
-    from .model_card import ModelCard
+    from .engine import load_card
     from .server.runner import serve as run_server
 
-    ModelCard.load(settings.model)  # fail now, in one line, rather than in every worker
+    load_card(settings.model)  # a missing or broken card, or a changed model: one line now, not per worker
     run_server(settings)
 
 

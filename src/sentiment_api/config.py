@@ -7,6 +7,7 @@ variable to change.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Annotated, Literal
@@ -43,14 +44,21 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="Address to listen on; 0.0.0.0 for every interface.")
     port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
     workers: int = Field(1, ge=1, le=64, description="Server processes; each loads its own model copy.")
+    reuse_port: bool = Field(
+        True,
+        description="With several workers, give each its own listening socket on the port (SO_REUSEPORT, "
+        "Linux), so the kernel spreads new connections evenly over them; off, they share one socket and "
+        "the worker that wakes first takes most.",
+    )
     streams: int | None = Field(
         None,
         ge=1,
         le=64,
         description="Batches each process runs at once, each on its own inference thread (default: one "
         "per core). A batch is formed and answered while others run, and single-threaded runs need no "
-        "hand-offs between threads. Every worker gets one per core, not a share: connections are not "
-        "spread evenly among workers, so a busy one must be able to use the cores an idle one leaves. "
+        "hand-offs between threads. Every worker gets one per core, not a share: connections are spread "
+        "over workers by chance (21/11 of 32 happens), so a busy one must be able to use the cores an "
+        "idle one leaves. "
         "STREAMS=1 with THREADS=2 answers a lone request sooner; more streams serve more requests per "
         "second (both measured in BENCHMARKS.md).",
     )
@@ -92,8 +100,42 @@ class Settings(BaseSettings):
     queue_size: int = Field(
         512, ge=1, le=1_000_000, description="Most texts waiting for inference; beyond it requests get 429."
     )
+    max_queue_wait_ms: float = Field(
+        500.0,
+        gt=0.0,
+        le=600_000.0,
+        description="Longest the texts already queued may take to infer, at the speed measured on recent "
+        "batches; a request arriving behind more gets 429 at once. Under overload this keeps latency "
+        "bounded and refuses quickly rather than queueing until the deadline.",
+    )
     request_timeout_s: float = Field(
         10.0, gt=0.0, le=600.0, description="Per-request deadline in seconds; past it the answer is 503."
+    )
+
+    # --- connections
+    max_connections: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Most open connections (or requests in progress) per worker process; a request "
+        "arriving beyond it gets 503 at once. Raise the open-files limit (ulimit -n) with it.",
+    )
+    read_timeout_s: float = Field(
+        10.0,
+        gt=0.0,
+        le=600.0,
+        description="Seconds a client has to send a request's line and headers (from connecting, or from "
+        "the request's first byte), and again its body; past either, 408 and the connection is closed "
+        "(a new connection that sends nothing is closed without an answer).",
+    )
+    keep_alive_s: int = Field(
+        5, ge=1, le=3600, description="Seconds an idle keep-alive connection is kept open between requests."
+    )
+    max_header_bytes: int = Field(
+        16_384,
+        ge=1024,
+        le=1 << 20,
+        description="Largest request line plus headers in bytes; beyond it 431 and the connection is closed.",
     )
 
     # --- input limits
@@ -115,6 +157,27 @@ class Settings(BaseSettings):
         None, gt=0.0, description="Requests per second allowed per client (API key, else address)."
     )
     rate_limit_burst: int = Field(20, ge=1, description="Requests a client may send at once before limiting.")
+    auth_failure_limit: int = Field(
+        10,
+        ge=1,
+        le=1_000_000,
+        description="Failed authentications (missing or unknown key) a client address may make per "
+        "auth_failure_window_s; past them every request from that address gets 429 with Retry-After "
+        "until the window gives it another try. Counted by the whole instance, whatever the workers.",
+    )
+    auth_failure_window_s: float = Field(
+        60.0, gt=0.0, le=86_400.0, description="The window of auth_failure_limit, in seconds."
+    )
+    forwarded_allow_ips: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["127.0.0.1"],
+        description="Proxies (addresses, CIDR ranges, or *) trusted to name the client in "
+        "X-Forwarded-For; the rate limits then count that client, not the proxy. Comma-separated.",
+    )
+    state_dir: Path | None = Field(
+        None,
+        description="Directory for the limits' state that the worker processes share (an SQLite file); "
+        "a fresh temporary one when workers > 1; in memory with one worker.",
+    )
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="Origins allowed by CORS, comma-separated; none turns CORS off."
     )
@@ -127,7 +190,16 @@ class Settings(BaseSettings):
     )
     service_name: str = Field("sentiment-api", description="Service name in traces and logs.")
     metrics_dir: Path | None = Field(
-        None, description="Prometheus multiprocess directory; a fresh temporary one when workers > 1."
+        None,
+        description="Prometheus multiprocess directory; a fresh temporary one when workers > 1 or "
+        "metrics_port is set.",
+    )
+    metrics_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Serve /metrics on this port, without a key, for Prometheus on a private network, and "
+        "not on the public port. Unset: /metrics on the public port, behind the API keys when keys are set.",
     )
 
     # --- pages and shutdown
@@ -139,7 +211,7 @@ class Settings(BaseSettings):
         10.0, gt=0.0, le=600.0, description="After draining, seconds in-flight requests get to finish."
     )
 
-    @field_validator("api_keys", "cors_origins", mode="before")
+    @field_validator("api_keys", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
@@ -156,6 +228,20 @@ class Settings(BaseSettings):
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"CORS origin {origin!r} must be '*' or start with http:// or https://")
         return origins
+
+    @field_validator("forwarded_allow_ips")
+    @classmethod
+    def _proxies(cls, proxies: list[str]) -> list[str]:
+        for proxy in proxies:
+            if proxy == "*":
+                continue
+            try:
+                ipaddress.ip_network(proxy, strict=False)
+            except ValueError:
+                raise ValueError(
+                    f"forwarded_allow_ips: {proxy!r} is not an address, a CIDR range or *"
+                ) from None
+        return proxies
 
     @field_validator("otlp_endpoint")
     @classmethod
@@ -175,6 +261,8 @@ class Settings(BaseSettings):
             )
         if "*" in self.cors_origins and self.api_keys:
             raise ValueError("CORS origin '*' with API keys would let any web page use a leaked key")
+        if self.metrics_port is not None and self.metrics_port == self.port:
+            raise ValueError(f"metrics_port ({self.metrics_port}) must differ from port")
         return self
 
     def inference_streams(self) -> int:

@@ -14,10 +14,11 @@ from typing import TYPE_CHECKING
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from .data import LABEL, TEXT, file_sha256, read_table, require_column
+from .data import LABEL, TEXT, read_table, require_column
 from .errors import DataError
 from .evaluation import Scores
 from .extras import require
+from .files import file_sha256
 from .text import get_normaliser
 
 if TYPE_CHECKING:

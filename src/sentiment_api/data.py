@@ -6,7 +6,6 @@ The defaults reproduce the reference split of ``nlp_data.xlsx`` to the row (see
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from .errors import DataError
 from .extras import require
-from .files import staged_file
+from .files import file_sha256, staged_file
 from .text import DEFAULT_NORMALISER, get_normaliser
 
 if TYPE_CHECKING:
@@ -89,15 +88,6 @@ class Splits:
     def sizes(self) -> dict[str, int]:
         """Rows per split."""
         return {name: len(frame) for name, frame in self.items()}
-
-
-def file_sha256(path: Path) -> str:
-    """Hex sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:

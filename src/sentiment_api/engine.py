@@ -23,6 +23,15 @@ from .tokenization import Encoded, TweetTokenizer, length_buckets
 ONNX_FILE = "model.onnx"
 
 
+def load_card(directory: Path) -> ModelCard:
+    """The card of a model directory; for a package (one with ``model.onnx``), only once the ONNX
+    file is checked to be the one the card describes (its sha256)."""
+    card = ModelCard.load(directory)
+    if (Path(directory) / ONNX_FILE).is_file():
+        card.verify_package(directory)
+    return card
+
+
 class Backend(Protocol):
     """Runs the network: token ids and mask in, one row of logits per text out."""
 
@@ -142,7 +151,7 @@ class Classifier:
         checkpoint runs on PyTorch.
         """
         directory = Path(directory)
-        card = ModelCard.load(directory)
+        card = load_card(directory)
         tokenizer = TweetTokenizer.from_file(directory, card.max_length, card.pad_token_id)
         onnx_file = directory / ONNX_FILE
         backend: Backend

@@ -59,6 +59,10 @@ class PayloadTooLargeError(ServiceError):
     """The body is larger than the configured byte limit."""
 
 
+class RequestTimeoutError(ServiceError):
+    """The client took longer than the read timeout to send its request body."""
+
+
 class UnsupportedMediaTypeError(ServiceError):
     """The body is not declared as JSON."""
 

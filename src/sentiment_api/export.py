@@ -19,11 +19,11 @@ from typing import Any
 
 import numpy as np
 
-from .data import LABEL, TEXT, file_sha256, load_splits
+from .data import LABEL, TEXT, load_splits
 from .engine import ONNX_FILE, Classifier
 from .errors import ConfigError, GateError, ModelError
 from .extras import require
-from .files import staged_directory
+from .files import file_sha256, staged_directory
 from .gate import GateThresholds, run_gate
 from .model_card import ModelCard, PackageRecord, SourceRecord, library_versions
 from .tokenization import TOKENIZER_FILE

@@ -28,6 +28,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "onnxruntime": "serve",
     "fastapi": "serve",
     "uvicorn": "serve",
+    "httptools": "serve",
     "prometheus_client": "serve",
     "orjson": "serve",
     "swagger_ui_bundle": "serve",

@@ -1,7 +1,9 @@
-"""Writing outputs so that a failure leaves nothing half-written: stage beside, then rename."""
+"""Writing outputs so that a failure leaves nothing half-written (stage beside, then rename), and
+hashing the files written."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import tempfile
@@ -48,3 +50,12 @@ def write_text_atomic(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` through a staged file."""
     with staged_file(path) as staging:
         staging.write_text(text)
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()

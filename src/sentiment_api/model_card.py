@@ -20,7 +20,7 @@ from .corpora import CorpusRecord
 from .data import DataSpec
 from .errors import ModelError
 from .evaluation import Scores
-from .files import write_text_atomic
+from .files import file_sha256, write_text_atomic
 from .gate import GateReport
 from .recipe import TrainingConfig
 
@@ -130,14 +130,39 @@ class ModelCard(BaseModel):
 
     @classmethod
     def load(cls, directory: Path) -> ModelCard:
-        """Read the card of a model directory, with a clear error when it is missing or broken."""
+        """Read the card of a model directory; one line naming the file when it is missing or broken."""
         path = Path(directory) / CARD_FILE
         if not path.is_file():
-            raise ModelError(f"{directory}: not a model directory (no {CARD_FILE})")
+            raise ModelError(f"{path}: not found, so {directory} is not a model directory")
         try:
             return cls.model_validate(json.loads(path.read_text()))
-        except (ValueError, ValidationError) as exc:
-            raise ModelError(f"{path}: invalid model card: {exc}") from exc
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, error['loc'])) or 'card'}: {error['msg']}" for error in exc.errors()
+            )
+            raise ModelError(f"{path}: invalid model card: {problems}") from None
+        except (ValueError, OSError) as exc:  # not JSON, not UTF-8, unreadable
+            raise ModelError(f"{path}: invalid model card: {' '.join(str(exc).split())}") from None
+
+    def verify_package(self, directory: Path) -> None:
+        """Refuse a package whose ONNX file is not the one this card describes: changed, truncated or
+        swapped since export. One line naming the file, as for a broken card."""
+        card_path = Path(directory) / CARD_FILE
+        if self.package is None or not self.package.sha256:
+            raise ModelError(
+                f"{card_path}: invalid model card: no package.sha256 to check the ONNX file against "
+                "(export the package again)"
+            )
+        onnx_path = Path(directory) / self.package.file
+        if not onnx_path.is_file():
+            raise ModelError(f"{onnx_path}: not found, though {card_path} names it")
+        digest = file_sha256(onnx_path)
+        if digest != self.package.sha256:
+            raise ModelError(
+                f"{onnx_path}: sha256 {digest[:16]}... does not match package.sha256 "
+                f"{self.package.sha256[:16]}... in {card_path}: the file was changed or damaged since "
+                "export; restore it or export the package again"
+            )
 
 
 def library_versions(*modules: str) -> dict[str, str]:

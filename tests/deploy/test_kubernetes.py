@@ -81,3 +81,30 @@ def test_prod_carries_the_same_alert_rules_as_prometheus(tmp_path) -> None:
     assert documents["PrometheusRule"]["spec"]["groups"] == rules["groups"]
     assert documents["ServiceMonitor"]["spec"]["endpoints"][0]["path"] == "/metrics"
     assert "PrometheusRule" not in by_kind(render("dev", tmp_path))
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_prometheus_scrapes_the_metrics_port_which_only_it_can_reach(overlay, tmp_path) -> None:
+    documents = by_kind(render(overlay, tmp_path))
+    settings = documents["ConfigMap"]["data"]
+    container = documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    service = {port["name"]: port["targetPort"] for port in documents["Service"]["spec"]["ports"]}
+    allowed = {
+        rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: [
+            port["port"] for port in rule["ports"]
+        ]
+        for rule in documents["NetworkPolicy"]["spec"]["ingress"]
+    }
+
+    assert ports == {
+        "http": int(settings["SENTIMENT_PORT"]),
+        "metrics": int(settings["SENTIMENT_METRICS_PORT"]),
+    }
+    assert service == {"http": "http", "metrics": "metrics"}
+    assert allowed == {"ingress-nginx": [ports["http"]], "monitoring": [ports["metrics"]]}
+    assert documents["Ingress"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] == {
+        "name": "http"
+    }
+    if overlay == "prod":
+        assert documents["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == "metrics"

@@ -1,7 +1,9 @@
-"""The k6 and Locust load tests run against a real server, and their thresholds can fail a run."""
+"""The k6 and Locust load tests run against a real server, send the reference test tweets (or a
+user's file), and their thresholds can fail a run."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -12,11 +14,15 @@ import pytest
 from serving import LiveServer
 
 LOADTEST = Path(__file__).resolve().parents[2] / "deploy" / "loadtest"
+REFERENCE_TWEETS = json.loads((LOADTEST / "tweets.json").read_text())
+OWN_TWEETS = ["my own first tweet about the #ipad", "my own second tweet, at #sxsw", "my own third"]
 
 
 @pytest.fixture(scope="module")
 def server(onnx_package, tmp_path_factory):
-    live = LiveServer(onnx_package, tmp_path_factory.mktemp("loadtest") / "server.log")
+    live = LiveServer(
+        onnx_package, tmp_path_factory.mktemp("loadtest") / "server.log", SENTIMENT_LOG_TEXT="true"
+    )
     try:
         yield live.wait_ready()
     finally:
@@ -30,16 +36,39 @@ def binary(name: str) -> str:
     return str(path)
 
 
-def k6(server: LiveServer, p99_ms: str) -> subprocess.CompletedProcess[str]:
+def k6(server: LiveServer, p99_ms: str, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [binary("k6"), "run", "--quiet", "-e", f"BASE_URL={server.url}", "-e", "VUS=4"]
-    command += ["-e", "DURATION=2s", "-e", f"P99_MS={p99_ms}", str(LOADTEST / "k6.js")]
+    command += ["-e", "DURATION=2s", "-e", f"P99_MS={p99_ms}", *extra, str(LOADTEST / "k6.js")]
     return subprocess.run(command, capture_output=True, text=True, timeout=120)
 
 
-def test_k6_passes_its_thresholds(server) -> None:
+def texts_sent(server: LiveServer, since: int) -> list[str]:
+    """The texts of the predictions logged after line ``since`` (the server logs them: LOG_TEXT)."""
+    return [line["text"] for line in server.json_lines()[since:] if "text" in line]
+
+
+def test_the_shipped_tweets_are_the_reference_test_split() -> None:
+    assert len(REFERENCE_TWEETS) == 576 and len(set(REFERENCE_TWEETS)) > 570
+    assert all(isinstance(tweet, str) and tweet.strip() for tweet in REFERENCE_TWEETS)
+
+
+def test_k6_passes_its_thresholds_sending_the_reference_tweets(server) -> None:
+    since = len(server.json_lines())
     result = k6(server, "2000")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "http_req_failed" in result.stdout and "0.00%" in result.stdout
+    sent = texts_sent(server, since)
+    assert len(sent) > 20 and set(sent) <= set(REFERENCE_TWEETS)
+    assert len(set(sent)) > 50  # drawn from hundreds, not from five
+
+
+def test_k6_sends_a_users_file_named_by_tweets(server, tmp_path) -> None:
+    own = tmp_path / "mine.txt"
+    own.write_text("\n".join(OWN_TWEETS) + "\n\n")
+    since = len(server.json_lines())
+    result = k6(server, "2000", "-e", f"TWEETS={own}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(texts_sent(server, since)) == set(OWN_TWEETS)
 
 
 def test_k6_fails_when_p99_is_over_its_threshold(server) -> None:
@@ -48,11 +77,17 @@ def test_k6_fails_when_p99_is_over_its_threshold(server) -> None:
     assert "thresholds on metrics 'http_req_duration{name:predict}' have been crossed" in result.stderr
 
 
-def test_locust_runs_headless_against_the_service(server) -> None:
+@pytest.mark.parametrize("own_file", [False, True], ids=["reference-tweets", "own-file"])
+def test_locust_runs_headless_against_the_service(server, own_file, tmp_path) -> None:
+    environment = {**os.environ, "P99_MS": "2000"}
+    if own_file:
+        (tmp_path / "mine.json").write_text(json.dumps(OWN_TWEETS))
+        environment["TWEETS"] = str(tmp_path / "mine.json")
     command = [binary("locust"), "-f", str(LOADTEST / "locustfile.py"), "--host", server.url]
     command += ["--headless", "-u", "4", "-r", "4", "-t", "3s", "--only-summary"]
-    result = subprocess.run(
-        command, capture_output=True, text=True, timeout=120, env={**os.environ, "P99_MS": "2000"}
-    )
+    since = len(server.json_lines())
+    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "POST" in result.stderr + result.stdout and "/predict" in result.stderr + result.stdout
+    sent = set(texts_sent(server, since))
+    assert sent == set(OWN_TWEETS) if own_file else sent <= set(REFERENCE_TWEETS) and len(sent) > 5

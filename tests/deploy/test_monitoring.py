@@ -14,6 +14,7 @@ ALERTS = {
     "SentimentApiInferenceSlow",
     "SentimentApiQueueSaturated",
     "SentimentPredictionDrift",
+    "SentimentApiAuthFailures",
 }
 
 

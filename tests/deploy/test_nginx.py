@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -130,6 +131,56 @@ def test_no_request_fails_when_a_replica_dies_under_load(onnx_package, tmp_path)
             nginx.wait(10)
         for replica in replicas:
             replica.stop()
+
+
+def test_no_request_fails_when_a_worker_process_is_killed_under_load(onnx_package, tmp_path) -> None:
+    two_workers = LiveServer(onnx_package, tmp_path / "two-workers.log", workers=2)
+    other = LiveServer(onnx_package, tmp_path / "other.log")
+    port = free_port()
+    nginx = None
+    try:
+        two_workers.wait_ready()
+        other.wait_ready()
+        wait_until(lambda: len(two_workers.worker_pids()) == 2)
+        servers = [f"127.0.0.1:{two_workers.port}", f"127.0.0.1:{other.port}"]
+        nginx, _ = start_nginx(prefix_for(tmp_path, servers, port, rate="10000r/s"), port)
+        statuses: Counter[int | str] = Counter()
+        lock = threading.Lock()
+        stop = [time.monotonic() + 60]  # brought forward once the worker is killed
+
+        def client(number: int) -> None:
+            with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
+                sent = 0
+                while time.monotonic() < stop[0] and sent < 5000:
+                    try:
+                        answer = http.post("/predict", json={"text": f"love the new ipad {number} {sent}"})
+                        outcome: int | str = answer.status_code
+                    except httpx.TransportError as exc:
+                        outcome = type(exc).__name__
+                    sent += 1
+                    with lock:
+                        statuses[outcome] += 1
+
+        threads = [threading.Thread(target=client, args=(n,)) for n in range(6)]
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: sum(statuses.values()) >= 150, timeout=30)
+        before = two_workers.worker_pids()
+        os.kill(min(before), signal.SIGKILL)
+        wait_until(lambda: len(two_workers.worker_pids() - before) == 1, timeout=30)  # replaced
+        stop[0] = time.monotonic() + 2
+        for thread in threads:
+            thread.join(30)
+        assert not any(thread.is_alive() for thread in threads)
+
+        assert sum(statuses.values()) > 200
+        assert statuses == Counter({200: sum(statuses.values())})
+    finally:
+        if nginx is not None:
+            nginx.send_signal(signal.SIGQUIT)
+            nginx.wait(10)
+        two_workers.stop()
+        other.stop()
 
 
 def test_metrics_are_not_exposed_and_bodies_are_limited(onnx_package, tmp_path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from serving import LiveServer, free_port, wait_until
 
@@ -32,6 +33,21 @@ def test_compose_file_follows_the_compose_specification() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+def test_prometheus_scrapes_the_replicas_metrics_port_which_nginx_never_sends_to() -> None:
+    compose = yaml.safe_load((DEPLOY / "compose.yaml").read_text())
+    replica = compose["x-replica"]["environment"]
+    scrape = yaml.safe_load((DEPLOY / "monitoring" / "prometheus.yml").read_text())["scrape_configs"][0]
+    targets = scrape["static_configs"][0]["targets"]
+    upstream = (DEPLOY / "nginx" / "upstream.conf").read_text()
+
+    assert {target.rsplit(":", 1)[1] for target in targets} == {replica["SENTIMENT_METRICS_PORT"]}
+    assert {target.rsplit(":", 1)[0] for target in targets} == {"sentiment-api-1", "sentiment-api-2"}
+    assert (
+        f":{replica['SENTIMENT_METRICS_PORT']}" not in upstream
+        and f":{replica['SENTIMENT_PORT']}" in upstream
+    )
+
+
 def test_dashboard_covers_what_operators_watch() -> None:
     titles = " ".join(panel["title"].lower() for panel in json.loads(DASHBOARD.read_text())["panels"])
     for topic in ("traffic", "error", "latency", "inference", "batch", "queue", "label", "score"):
@@ -42,7 +58,8 @@ def test_every_dashboard_query_returns_data_from_real_prometheus(onnx_package, t
     binary = shutil.which("prometheus")
     if binary is None:
         pytest.skip("prometheus is not installed (.ci/run installs Debian's prometheus)")
-    service = LiveServer(onnx_package, tmp_path / "service.log")
+    metrics_port = free_port()
+    service = LiveServer(onnx_package, tmp_path / "service.log", SENTIMENT_METRICS_PORT=str(metrics_port))
     prometheus = None
     try:
         service.wait_ready()
@@ -51,7 +68,7 @@ def test_every_dashboard_query_returns_data_from_real_prometheus(onnx_package, t
             "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
             "scrape_configs:\n"
             "  - job_name: sentiment-api\n"
-            f"    static_configs: [{{targets: ['127.0.0.1:{service.port}']}}]\n"
+            f"    static_configs: [{{targets: ['127.0.0.1:{metrics_port}']}}]\n"
         )
         port = free_port()
         prometheus = subprocess.Popen(

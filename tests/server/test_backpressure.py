@@ -103,6 +103,30 @@ def test_a_full_queue_answers_429_with_retry_after(onnx_package) -> None:
     assert first.status_code == queued.status_code == 200
 
 
+def test_a_full_queue_refuses_before_reading_parsing_or_tokenising_the_body(onnx_package) -> None:
+    classifier, backend = gated_classifier(onnx_package)
+
+    async def main():
+        settings = one_stream(onnx_package, queue_size=1, max_batch_texts=1, max_batch_size=1)
+        app = create_app(settings, classifier)
+        async with serving_async(app) as client:
+            first = await hold_inference(client, backend)
+            queued = asyncio.ensure_future(client.post("/predict", json={"text": "queued"}))
+            await until(lambda: app.state.service.batcher.depth == 1)
+            refused = await client.post(
+                "/predict", content=b"{not json", headers={"content-type": "text/plain"}
+            )
+            backend.gate.set()
+            return refused, await first, await queued, app.state.service.metrics.registry
+
+    refused, first, queued, registry = run(main())
+
+    assert refused.status_code == 429  # not 415 or 400: the body was never looked at
+    assert "queue is full" in refused.json()["detail"]
+    assert first.status_code == queued.status_code == 200
+    assert registry.get_sample_value("sentiment_shed_requests_total") == 1
+
+
 def test_a_request_past_its_deadline_gets_503_and_costs_no_inference(onnx_package) -> None:
     classifier, backend = gated_classifier(onnx_package)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -145,3 +146,21 @@ def test_serve_refuses_unsafe_settings(tmp_path, onnx_package) -> None:
 
     assert result.returncode == 1
     assert "SENTIMENT_API_KEYS" in result.stderr and "16 characters" in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_with_its_metrics_port_taken_exits_1_with_one_line(onnx_package, workers) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "sentiment_api", "serve", "--model", str(onnx_package), "--port", "9",
+             "--metrics-port", str(port), "--workers", workers],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+    assert "SENTIMENT_METRICS_PORT" in result.stderr

@@ -1,18 +1,22 @@
-"""Several worker processes, and SIGTERM under load, on real server processes."""
+"""Several worker processes, SIGTERM under load and a worker killed under load, on real server processes."""
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import threading
 import time
+from collections import Counter
 
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from serving import LiveServer
+from serving import LiveServer, wait_until
 
 DRAIN_S = 1.0
 GRACE_S = 5.0
+CLIENTS = 6
 
 
 def predictions_counted(url: str) -> float:
@@ -102,3 +106,69 @@ def test_sigterm_under_load_drains_without_failing_an_accepted_request(onnx_pack
     assert server.process.returncode in (0, -signal.SIGTERM)
     assert DRAIN_S * 0.9 <= exit_after <= DRAIN_S + GRACE_S + 2
     assert "Finished server process" in server.log.read_text()
+
+
+def gauge(url: str, name: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name
+    )
+
+
+def test_a_worker_killed_under_load_is_replaced_and_only_its_requests_in_flight_fail(
+    onnx_package, tmp_path
+) -> None:
+    server = LiveServer(onnx_package, tmp_path / "server.log", workers=2).wait_ready()
+    outcomes: list[str] = []
+    lock = threading.Lock()
+    stop = [time.monotonic() + 60]  # brought forward once the worker is killed
+
+    def client(number: int) -> None:
+        with httpx.Client(base_url=server.url, timeout=30) as http:
+            sent = 0
+            while time.monotonic() < stop[0] and sent < 5000:
+                try:
+                    outcome = str(http.post("/predict", json={"text": f"ipad {number} {sent}"}).status_code)
+                except httpx.TransportError as exc:
+                    outcome = type(exc).__name__
+                sent += 1
+                with lock:
+                    outcomes.append(outcome)
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in range(CLIENTS)]
+    try:
+        server.wait_workers_ready(2)
+        streams = gauge(server.url, "sentiment_inference_streams")  # both workers' streams
+        for thread in threads:
+            thread.start()
+        wait_until(lambda: len(outcomes) >= 100, timeout=30)
+        before = server.worker_pids()
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        wait_until(lambda: len(server.worker_pids() - before) == 1, timeout=30)
+        replaced = server.worker_pids()
+        stop[0] = time.monotonic() + 3  # three more seconds of load with the replacement
+        for thread in threads:
+            thread.join(60)
+        assert not any(thread.is_alive() for thread in threads)
+        after = [
+            httpx.post(f"{server.url}/predict", json={"text": f"after {n}"}).status_code for n in range(10)
+        ]
+        streams_after = gauge(server.url, "sentiment_inference_streams")
+    finally:
+        stop[0] = 0
+        server.stop()
+
+    failed = Counter(outcome for outcome in outcomes if outcome != "200")
+    print(
+        f"{sum(failed.values())} of {len(outcomes)} requests failed when a worker was killed: {dict(failed)}"
+    )
+    assert victim not in replaced and len(replaced) == 2
+    assert after == [200] * 10
+    assert sum(failed.values()) <= CLIENTS  # at most the one request each client had in flight
+    assert all(not outcome.isdigit() for outcome in failed)  # a dropped connection, never an error status
+    assert streams_after == streams  # the dead worker's streams are not counted any more
+    assert any("died" in line for line in server.log_lines())

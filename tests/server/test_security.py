@@ -1,14 +1,13 @@
-"""API keys, rate limits and CORS."""
+"""API keys, throttled failed authentications, rate limits, protected metrics and CORS."""
 
 from __future__ import annotations
 
 import logging
 
+import httpx
 import pytest
 
-from sentiment_api.errors import RateLimitedError
-from sentiment_api.server.security import RateLimiter
-from serving import serving, settings_for
+from serving import free_port, serving, settings_for
 
 KEY = "k3y-0123456789abcdef"
 OTHER_KEY = "other-0123456789abcdef"
@@ -41,9 +40,56 @@ def test_a_known_key_in_either_header_is_accepted(keyed, headers) -> None:
     assert keyed.post("/predict", json={"text": "hi"}, headers=headers).status_code == 200
 
 
-def test_probes_metrics_and_pages_stay_open(keyed) -> None:
-    for path in ("/", "/healthz", "/readyz", "/metrics", "/docs", "/ui", "/openapi.json"):
+def test_probes_and_pages_stay_open_and_metrics_need_a_key(keyed) -> None:
+    for path in ("/", "/healthz", "/readyz", "/docs", "/ui", "/openapi.json"):
         assert keyed.get(path).status_code == 200, path
+    assert keyed.get("/metrics").status_code == 401
+    with_key = keyed.get("/metrics", headers={"X-API-Key": KEY})
+    assert with_key.status_code == 200 and "sentiment_requests_total" in with_key.text
+
+
+def test_without_keys_metrics_stay_open_on_the_public_port(onnx_package) -> None:
+    with serving(settings_for(onnx_package)) as client:
+        assert client.get("/metrics").status_code == 200
+
+
+def test_a_metrics_port_serves_them_instead_of_the_public_port(onnx_package) -> None:
+    port = free_port()
+    with serving(settings_for(onnx_package, api_keys=[KEY], metrics_port=port)) as client:
+        client.post("/predict", json={"text": "hi"}, headers={"X-API-Key": KEY})
+        public = client.get("/metrics", headers={"X-API-Key": KEY})
+        private = httpx.get(f"http://127.0.0.1:{port}/metrics")
+        paths = client.get("/openapi.json").json()["paths"]
+
+    assert public.status_code == 404 and "/metrics" not in paths
+    assert private.status_code == 200
+    assert 'sentiment_requests_total{route="/predict",status="200"} 1.0' in private.text
+    with pytest.raises(httpx.TransportError):  # stopped with the app
+        httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
+
+
+def test_failed_authentications_are_throttled_counted_and_logged_without_the_key(
+    onnx_package, caplog
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = settings_for(onnx_package, api_keys=[KEY], auth_failure_limit=3, auth_failure_window_s=30)
+    wrong = {"X-API-Key": "guess-0123456789abcdef"}
+    with serving(settings) as client:
+        answers = [client.post("/predict", json={"text": "hi"}, headers=wrong) for _ in range(3)]
+        answers.append(client.post("/predict", json={"text": "hi"}))  # no key at all
+        answers.append(client.post("/predict", json={"text": "hi"}, headers={"X-API-Key": KEY}))
+        found = client.get("/metrics", headers={"X-API-Key": KEY})
+
+    assert [a.status_code for a in answers] == [401, 401, 401, 429, 429]
+    assert int(answers[4].headers["Retry-After"]) == 10  # 30 s for 3 tries: one back every 10 s
+    assert found.status_code == 429  # locked out, key or not
+    warnings = [r for r in caplog.records if r.getMessage() == "authentication failed"]
+    assert [(r.levelname, r.fields["client"], r.fields["reason"]) for r in warnings] == [
+        ("WARNING", "testclient", "unknown")
+    ] * 3
+    assert any(r.getMessage().startswith("client throttled") for r in caplog.records)
+    logged = " ".join(f"{r.getMessage()} {getattr(r, 'fields', '')}" for r in caplog.records)
+    assert "guess-0123" not in logged and KEY not in logged
 
 
 def test_keys_are_never_logged(keyed, caplog) -> None:
@@ -73,18 +119,6 @@ def test_a_client_over_its_rate_gets_429_with_retry_after(onnx_package) -> None:
     assert int(answers[2].headers["Retry-After"]) in (1, 2)
     assert "rate limit" in answers[2].json()["detail"]
     assert health.status_code == 200  # probes are not rate limited
-
-
-def test_rate_limiter_refills_over_time_and_keeps_clients_apart() -> None:
-    limiter = RateLimiter(rate=2.0, burst=1)
-
-    limiter.check("a", now=0.0)
-    limiter.check("b", now=0.0)
-    with pytest.raises(RateLimitedError, match="rate limit of 2 requests/s") as refused:
-        limiter.check("a", now=0.1)
-    limiter.check("a", now=0.6)
-
-    assert refused.value.retry_after == pytest.approx(0.4)  # 0.2 of a token back, 0.8 to go at 2/s
 
 
 def test_cors_is_off_unless_origins_are_configured(onnx_package) -> None:

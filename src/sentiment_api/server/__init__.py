@@ -9,6 +9,8 @@ from ..extras import require
 require("fastapi")
 require("orjson")
 require("prometheus_client")
+require("uvicorn")
+require("httptools")  # connections.py extends uvicorn's httptools protocol
 
 from .app import app_from_env, create_app  # noqa: E402
 from .runner import serve  # noqa: E402

@@ -24,6 +24,7 @@ from ..errors import (
     PayloadTooLargeError,
     QueueFullError,
     RateLimitedError,
+    RequestTimeoutError,
     SentimentError,
     UnsupportedMediaTypeError,
 )
@@ -33,6 +34,7 @@ log = logging.getLogger("sentiment_api.server")
 HTTP_STATUS: dict[type[SentimentError], int] = {
     MalformedBodyError: 400,
     AuthenticationError: 401,
+    RequestTimeoutError: 408,
     PayloadTooLargeError: 413,
     UnsupportedMediaTypeError: 415,
     InputError: 422,
@@ -70,6 +72,8 @@ def error_response(error: BaseException, request_id: str | None = None) -> Respo
         headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
     if isinstance(error, AuthenticationError):
         headers["WWW-Authenticate"] = "Bearer"
+    if isinstance(error, (RequestTimeoutError, PayloadTooLargeError)):
+        headers["Connection"] = "close"  # the rest of the body is not worth reading
     return json_response(payload, status, headers)
 
 
@@ -93,10 +97,12 @@ def documented_errors(*statuses: int) -> dict[int | str, dict[str, object]]:
     reasons = {
         400: "Body is not JSON (bad syntax or invalid UTF-8).",
         401: "API key missing or unknown.",
+        408: "The body did not arrive within the read timeout.",
         413: "Body larger than the byte limit.",
         415: "Body not declared as application/json.",
         422: "Body is JSON but breaks the request schema; each error names the field and the limit.",
-        429: "Queue full or client rate limit reached; see Retry-After.",
+        429: "Queue full, client rate limit reached, or too many failed authentications from this "
+        "address; see Retry-After.",
         500: "Unexpected failure; the body names only the request id.",
         503: "Model not ready, service draining, or the request deadline passed; see Retry-After.",
     }

@@ -13,11 +13,13 @@ import os
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.metrics_core import Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..batching import BatchStats
@@ -99,6 +101,31 @@ class Metrics:
             multiprocess_mode="max",
         )
 
+        self.auth_failures = Counter(
+            "sentiment_auth_failures",
+            "Requests refused for a missing or unknown API key.",
+            ["reason"],
+            registry=r,
+        )
+        self.throttled = Counter(
+            "sentiment_throttled_requests",
+            "Requests refused with 429 by a per-client limit: the request rate, or too many failed "
+            "authentications from the address.",
+            ["limit"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "sentiment_shed_requests",
+            "Requests refused with 429 because the inference queue was full (by texts or by expected wait).",
+            registry=r,
+        )
+        self.dropped_connections = Counter(
+            "sentiment_dropped_connections",
+            "Connections closed by the server before a request was complete: too slow (read timeout) or "
+            "headers too large.",
+            ["reason"],
+            registry=r,
+        )
         self.training_share = Gauge(
             "sentiment_training_label_share",
             "Share of each label in the served model's training split (from its card): the baseline "
@@ -126,16 +153,73 @@ class Metrics:
 
     def exposition(self) -> bytes:
         """The text format: all workers' values in multiprocess mode, else this registry's."""
-        if os.environ.get(MULTIPROC_ENV):
-            merged = CollectorRegistry()
-            multiprocess.MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
-            return generate_latest(merged)
-        return generate_latest(self.registry)
+        return generate_latest(merged_registry() if os.environ.get(MULTIPROC_ENV) else self.registry)
 
     def close(self) -> None:
         """Drop this process's live gauges from the merged view when it exits."""
         if os.environ.get(MULTIPROC_ENV):
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class _LiveWorkers:
+    """Every worker's values from the multiprocess directory, minus the live gauges of dead ones."""
+
+    def __init__(self) -> None:
+        self._merged = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        forget_dead_processes()
+        return self._merged.collect()  # type: ignore[no-untyped-call,no-any-return]
+
+
+def start_metrics_server(host: str, port: int, registry: CollectorRegistry) -> Callable[[], None]:
+    """Serve ``registry`` in the Prometheus text format on ``host:port`` from a thread; returns the
+    function that stops it."""
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop
+
+
+def merged_registry() -> CollectorRegistry:
+    """A registry holding every worker's metrics (``PROMETHEUS_MULTIPROC_DIR`` must be set)."""
+    registry = CollectorRegistry()
+    registry.register(_LiveWorkers())
+    return registry
+
+
+def forget_dead_processes() -> list[int]:
+    """Drop the live gauges of worker processes that died without :meth:`Metrics.close` (SIGKILL, out
+    of memory), so a replaced worker's in-flight requests and streams are not counted twice. Their
+    counters and histograms stay: those still add up. Returns the pids forgotten."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return []
+    dead = []
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        if pid != os.getpid() and not _alive(pid):
+            dead.append(pid)
+    for pid in set(dead):
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return sorted(set(dead))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -148,6 +232,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
+            "pid": record.process,  # which worker process, when there are several
         }
         payload.update(getattr(record, "fields", {}))
         if record.exc_info:

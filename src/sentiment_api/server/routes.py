@@ -13,6 +13,7 @@ from typing import Any
 import orjson
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from ..errors import InputError, MalformedBodyError, UnsupportedMediaTypeError
@@ -34,8 +35,9 @@ def build_router(
     single_model: type[BaseModel],
     batch_model: type[BaseModel],
     protected_errors: tuple[int, ...],
+    public_metrics: bool = True,
 ) -> APIRouter:
-    """Every route of the API, bound to ``service``."""
+    """Every route of the API, bound to ``service`` (``/metrics`` only when ``public_metrics``)."""
     router = APIRouter()
     timeout = service.settings.request_timeout_s
     log_text = service.settings.log_text
@@ -78,19 +80,22 @@ def build_router(
         """Labels, metrics, variant and hashes of the served model."""
         return json_response(service.card())
 
-    @router.get(
-        "/metrics",
-        response_class=Response,
-        responses={
-            200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics"}
-        },
-        summary="Prometheus metrics",
-    )
-    async def prometheus() -> Response:
-        """Prometheus text format, merged over worker processes."""
-        from prometheus_client import CONTENT_TYPE_LATEST
+    if public_metrics:
 
-        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+        @router.get(
+            "/metrics",
+            response_class=Response,
+            responses={
+                200: {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics"},
+                **(documented_errors(*protected_errors) if 401 in protected_errors else {}),
+            },
+            summary="Prometheus metrics",
+        )
+        async def prometheus() -> Response:
+            """Prometheus text format, merged over worker processes (with API keys set, for key holders)."""
+            from prometheus_client import CONTENT_TYPE_LATEST
+
+            return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     headers = {
         name: {"description": text, "schema": {"type": "string"}} for name, text in TIMING_HEADERS.items()
@@ -110,7 +115,7 @@ def build_router(
                 "content": {"application/json": {"schema": {"anyOf": answers}}},
                 "headers": headers,
             },
-            **documented_errors(400, *protected_errors, 413, 415, 422, 429, 500, 503),
+            **documented_errors(400, *protected_errors, 408, 413, 415, 422, 429, 500, 503),
         },
         openapi_extra={
             "requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": one_of}}}}
@@ -121,8 +126,13 @@ def build_router(
         (answer: ``results`` in input order). The text is normalised as the model was trained."""
         state = request.state
         deadline = getattr(state, "arrived", time.monotonic()) + timeout
+        service.admit()
         _require_json(request.headers.get("content-type"))
-        payload = _parse(await request.body(), single_model, batch_model)
+        try:
+            raw = await request.body()
+        except ClientDisconnect:
+            return Response(status_code=499)  # gone before its body was in; nobody reads this
+        payload = _parse(raw, single_model, batch_model)
         texts = payload["texts"] if "texts" in payload else [payload["text"]]
         outcome = await service.predict(texts, payload["top_k"], deadline, request.receive)
         if outcome is None:

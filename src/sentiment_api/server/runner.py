@@ -1,17 +1,28 @@
-"""Run the app under uvicorn: one process, or several sharing one socket and one metrics directory."""
+"""Run the app under uvicorn: one process, or several, each on its own socket (or sharing one), all
+sharing one metrics directory and one file of per-client limits."""
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
+import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import Settings
+from ..errors import ConfigError
 from ..extras import require
+from .limits import TokenBuckets
 from .observability import MULTIPROC_ENV, logging_config
 
+if TYPE_CHECKING:
+    from uvicorn import Config
+
 FACTORY = "sentiment_api.server.app:app_from_env"
+STATE_DIR_ENV = "SENTIMENT_STATE_DIR"
 
 
 def prepare_metrics_dir(settings: Settings) -> Path | None:
@@ -23,6 +34,16 @@ def prepare_metrics_dir(settings: Settings) -> Path | None:
         shutil.rmtree(directory)  # stale files from an earlier run would be counted again
     directory.mkdir(parents=True)
     os.environ[MULTIPROC_ENV] = str(directory)
+    return directory
+
+
+def prepare_state_dir(settings: Settings) -> Path | None:
+    """With several workers, a fresh database for the limits they share (before any worker starts)."""
+    if settings.workers == 1 and settings.state_dir is None:
+        return None  # one process: its buckets live in memory
+    directory = settings.state_dir or Path(tempfile.mkdtemp(prefix="sentiment-state-"))
+    TokenBuckets.create(directory)
+    os.environ[STATE_DIR_ENV] = str(directory)
     return directory
 
 
@@ -43,26 +64,105 @@ def export_settings(settings: Settings) -> None:
         os.environ[f"SENTIMENT_{name.upper()}"] = str(value)
 
 
+def raise_open_files_limit(settings: Settings) -> None:
+    """Every connection is a file descriptor: lift the soft limit to the hard one when the connection
+    limit would not fit under it (systemd's default soft limit is 1024)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = settings.max_connections + 256  # model, metrics and log files, sockets to clients going away
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        new = wanted if hard == resource.RLIM_INFINITY else min(hard, wanted)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
+
+
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or Ctrl-C; each worker builds its app from the same ``SENTIMENT_*`` settings."""
     require("uvicorn")
+    require("httptools")
     import uvicorn
 
+    from .connections import GuardedHttpProtocol
+
     export_settings(settings)
+    raise_open_files_limit(settings)
+    cleanup: list[Callable[[], None]] = []
     metrics_dir = prepare_metrics_dir(settings)
+    state_dir = prepare_state_dir(settings)
+    if metrics_dir is not None and settings.metrics_dir is None:
+        cleanup.append(lambda: shutil.rmtree(metrics_dir, ignore_errors=True))
+    if state_dir is not None and settings.state_dir is None:
+        cleanup.append(lambda: shutil.rmtree(state_dir, ignore_errors=True))
+    config = uvicorn.Config(
+        FACTORY,
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        workers=settings.workers,
+        http=GuardedHttpProtocol,
+        ws="none",  # no WebSocket routes: no upgrade handling to expose
+        log_config=logging_config(settings.log_level),
+        log_level=settings.log_level,
+        access_log=False,  # our own JSON line per request replaces it
+        server_header=False,
+        proxy_headers=True,
+        forwarded_allow_ips=settings.forwarded_allow_ips,
+        limit_concurrency=settings.max_connections,
+        timeout_keep_alive=settings.keep_alive_s,
+        timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
+    )
     try:
-        uvicorn.run(
-            FACTORY,
-            factory=True,
-            host=settings.host,
-            port=settings.port,
-            workers=settings.workers,
-            log_config=logging_config(settings.log_level),
-            log_level=settings.log_level,
-            access_log=False,  # our own JSON line per request replaces it
-            server_header=False,
-            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_s)),
-        )
+        if settings.metrics_port is not None:
+            _check_free(settings.host, settings.metrics_port)
+        if settings.workers == 1:
+            _serve_one(config)  # the app serves metrics_port itself (see app.py)
+        else:
+            if settings.metrics_port is not None:
+                cleanup.append(_serve_merged_metrics(settings))
+            _serve_many(config, settings)
     finally:
-        if metrics_dir is not None and settings.metrics_dir is None:
-            shutil.rmtree(metrics_dir, ignore_errors=True)
+        for step in cleanup:
+            step()
+
+
+def _serve_one(config: Config) -> None:
+    import uvicorn
+    from uvicorn.config import STARTUP_FAILURE
+
+    server = uvicorn.Server(config)
+    server.run()
+    if not server.started:
+        sys.exit(STARTUP_FAILURE)
+
+
+def _serve_many(config: Config, settings: Settings) -> None:
+    from uvicorn.supervisors import Multiprocess
+
+    from .supervisor import SocketPerWorker, reuse_port_sockets
+
+    if settings.reuse_port:
+        sockets = reuse_port_sockets(settings.host, settings.port, settings.workers, config.backlog)
+        SocketPerWorker(config, sockets).run()
+    else:
+        Multiprocess(config, [config.bind_socket()]).run()
+
+
+def _check_free(host: str, port: int) -> None:
+    """Fail now, in one line, if the metrics port is taken (rather than in a worker's start-up)."""
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot serve metrics on {host}:{port}: {exc.strerror} (SENTIMENT_METRICS_PORT)"
+            ) from None
+
+
+def _serve_merged_metrics(settings: Settings) -> Callable[[], None]:
+    """Serve every worker's metrics on ``metrics_port`` from this, the supervising process, which
+    outlives any one worker."""
+    from .observability import merged_registry, start_metrics_server
+
+    assert settings.metrics_port is not None
+    return start_metrics_server(settings.host, settings.metrics_port, merged_registry())

@@ -1,47 +1,29 @@
-"""Request guards: API keys, a per-client rate limit, and the body size limit.
+"""Request guards: API keys, throttled failed authentications, a per-client rate limit, and limits
+on the body (its size, and the time it may take to arrive).
 
 Keys come as ``Authorization: Bearer <key>`` or ``X-API-Key: <key>`` and are compared in constant
 time against every configured key. Neither keys nor their hashes are logged: a client is named in
-the rate limiter by a hash of its key, or by its address when keys are off.
+the rate limiter by a hash of its key, or by its address when keys are off; failed authentications
+are counted and logged by address.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
+import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import AuthenticationError, PayloadTooLargeError, RateLimitedError, ServiceError
+from ..errors import AuthenticationError, PayloadTooLargeError, RequestTimeoutError, ServiceError
 from .errors import error_response
+from .limits import AuthFailureThrottle, RateLimiter
+from .observability import Metrics
 
-
-class RateLimiter:
-    """A token bucket per client: ``rate`` requests per second, up to ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int, max_clients: int = 10_000) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.max_clients = max_clients
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def check(self, client: str, now: float | None = None) -> None:
-        """Take one token for ``client`` or raise :class:`RateLimitedError` saying when to retry."""
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.pop(client, (float(self.burst), now))
-        tokens = min(float(self.burst), tokens + (now - last) * self.rate)
-        if tokens < 1.0:
-            self._buckets[client] = (tokens, now)
-            raise RateLimitedError(
-                f"rate limit of {self.rate:g} requests/s exceeded; retry later",
-                retry_after=(1.0 - tokens) / self.rate,
-            )
-        self._buckets[client] = (tokens - 1.0, now)
-        if len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)  # forget the least recently seen client
+log = logging.getLogger("sentiment_api.security")
 
 
 def presented_key(scope: Scope) -> bytes | None:
@@ -55,49 +37,76 @@ def presented_key(scope: Scope) -> bytes | None:
 
 
 class GuardMiddleware:
-    """Refuses, before any route runs: unknown keys (401), clients over their rate (429), bodies over
-    the byte limit (413). Only ``protected`` paths need a key and count against the rate."""
+    """Refuses, before any route runs: addresses with too many failed authentications (429), unknown
+    keys (401), clients over their rate (429), bodies over the byte limit (413); and a body that takes
+    longer than ``read_timeout_s`` to arrive (408). Only ``protected`` paths need a key and count
+    against the rate."""
 
     def __init__(
         self,
         app: ASGIApp,
         keys: Sequence[str],
         rate_limiter: RateLimiter | None,
+        auth_throttle: AuthFailureThrottle | None,
+        metrics: Metrics,
         max_body_bytes: int,
+        read_timeout_s: float,
         protected: frozenset[str],
     ) -> None:
         self.app = app
         self.keys = [key.encode() for key in keys]
         self.rate_limiter = rate_limiter
+        self.auth_throttle = auth_throttle
+        self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.read_timeout_s = read_timeout_s
         self.protected = protected
 
-    def _authenticate(self, scope: Scope) -> str:
+    def _authenticate(self, scope: Scope, address: str) -> str:
         """The client's name for rate limiting; raises when keys are on and this one is not known."""
         if not self.keys:
-            client = scope.get("client")
-            return client[0] if client else "unknown"
+            return address
+        if self.auth_throttle is not None:
+            try:
+                self.auth_throttle.check(address)
+            except ServiceError:
+                self.metrics.throttled.labels("auth_failures").inc()
+                raise
         key = presented_key(scope)
+        matched = False
+        for known in self.keys:
+            matched |= key is not None and hmac.compare_digest(key, known)
+        if matched:
+            assert key is not None
+            return hashlib.sha256(key).hexdigest()[:16]
+        reason = "missing" if key is None else "unknown"
+        self.metrics.auth_failures.labels(reason).inc()
+        exhausted = self.auth_throttle is not None and self.auth_throttle.failed(address)
+        fields = {"client": address, "reason": reason, "route": scope["path"]}
+        log.warning("authentication failed", extra={"fields": fields})
+        if exhausted:
+            log.warning("client throttled after repeated failed authentications", extra={"fields": fields})
         if key is None:
             raise AuthenticationError(
                 "an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key'"
             )
-        matched = False
-        for known in self.keys:
-            matched |= hmac.compare_digest(key, known)
-        if not matched:
-            raise AuthenticationError("the API key is not valid")
-        return hashlib.sha256(key).hexdigest()[:16]
+        raise AuthenticationError("the API key is not valid")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        deadline = time.monotonic() + self.read_timeout_s
         try:
             if scope["path"] in self.protected:
-                client = self._authenticate(scope)
+                client = scope.get("client")
+                client_name = self._authenticate(scope, client[0] if client else "unknown")
                 if self.rate_limiter is not None:
-                    self.rate_limiter.check(client)
+                    try:
+                        self.rate_limiter.check(client_name)
+                    except ServiceError:
+                        self.metrics.throttled.labels("rate").inc()
+                        raise
             length = _content_length(scope)
             if length is not None and length > self.max_body_bytes:
                 raise PayloadTooLargeError(self._too_large(length))
@@ -105,20 +114,33 @@ class GuardMiddleware:
             response = error_response(error, scope.get("state", {}).get("request_id"))
             await response(scope, receive, send)
             return
-        await self.app(scope, self._limited(receive), send)
+        await self.app(scope, self._limited(receive, deadline), send)
 
     def _too_large(self, size: int | str) -> str:
         return f"body of {size} bytes is over the limit of {self.max_body_bytes} bytes"
 
-    def _limited(self, receive: Receive) -> Receive:
-        """``receive`` that raises once more than the limit has arrived (chunked bodies)."""
+    def _limited(self, receive: Receive, deadline: float) -> Receive:
+        """``receive`` that raises once more than the byte limit has arrived (chunked bodies), or when
+        the body is still incomplete at ``deadline``. Once the body is in, ``receive`` is only awaited
+        to hear of a disconnect, which may take as long as the request does."""
         seen = 0
+        complete = False
 
         async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, complete
+            if complete:
+                return await receive()
+            try:
+                async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestTimeoutError(
+                    f"the request body did not arrive within {self.read_timeout_s:g} s "
+                    "(read_timeout_s); send it in one go"
+                ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
+                complete = not message.get("more_body", False)
                 if seen > self.max_body_bytes:
                     raise PayloadTooLargeError(self._too_large(f"more than {self.max_body_bytes}"))
             return message

@@ -19,7 +19,7 @@ import numpy as np
 from ..batching import BatchLimits, BatchResult, MicroBatcher, OnRows
 from ..config import Settings
 from ..engine import Classifier, Prediction
-from ..errors import NotReadyError
+from ..errors import NotReadyError, QueueFullError
 from .observability import Metrics
 
 log = logging.getLogger("sentiment_api.server")
@@ -94,6 +94,7 @@ class SentimentService:
                 max_wait_s=settings.max_wait_ms / 1000,
                 token_budget=settings.token_budget,
                 queue_size=settings.queue_size,
+                max_queue_wait_s=settings.max_queue_wait_ms / 1000,
                 streams=settings.inference_streams(),
             )
             self.batcher = MicroBatcher(
@@ -150,6 +151,16 @@ class SentimentService:
         info.update(model_version=self.version, base_model=card.base_model.rstrip("/").rsplit("/", 1)[-1])
         return info
 
+    def admit(self) -> None:
+        """Refuse now (:class:`QueueFullError`) a request the queue could not take, before its body is
+        read, parsed and tokenised: under overload, refusing must cost next to nothing."""
+        if self.batcher is not None:
+            try:
+                self.batcher.admit(1)
+            except QueueFullError:
+                self.metrics.shed.inc()
+                raise
+
     async def predict(
         self,
         texts: list[str],
@@ -166,7 +177,11 @@ class SentimentService:
         assert self.classifier is not None and self.batcher is not None
         classifier = self.classifier
         encoded = classifier.tokenizer.encode([classifier.normalise(text) for text in texts])
-        future = self.batcher.enqueue(encoded.ids, deadline)
+        try:
+            future = self.batcher.enqueue(encoded.ids, deadline)
+        except QueueFullError:
+            self.metrics.shed.inc()
+            raise
         result = await self.batcher.wait(future, deadline, disconnected)
         if result is None:
             return None

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..corpora import Corpus, CorpusRecord
-from ..data import file_sha256
 from ..extras import require
+from ..files import file_sha256
 from ..model_card import CARD_FILE, DataRecord, ModelCard, TrainingRecord, library_versions
 from ..recipe import BUNDLED_BASE, TrainingConfig
 from .base import save_checkpoint
