@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/nlp_data.xlsx
-EXTRAS ?= export,dev
+EXTRAS ?= export,dev,ray
 # the shipped model: seed 1 of three had the best validation macro-F1; one thread makes it repeatable
 DEFAULT_TRAIN_ARGS ?= --seed 1 --threads 1
 comma := ,

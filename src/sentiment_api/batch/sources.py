@@ -1,0 +1,314 @@
+"""Input files: found from a file, a directory or a glob, checked up front, read in chunks.
+
+CSV, TSV, Parquet and JSON Lines are read by pyarrow datasets, a batch at a time with no read-ahead
+beyond one batch; XLSX by openpyxl in read-only mode, row by row. CSV and XLSX columns are read as
+text, as written: a tweet id keeps its digits, "NA" stays "NA", and a column's type cannot change
+between the first block and the millionth. Parquet and JSON Lines keep their own types.
+
+Everything that would stop a run (no file, an unknown format, a file that cannot be read, a
+missing column, files whose columns differ) is found before the first row is scored.
+"""
+
+from __future__ import annotations
+
+import glob
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DataError
+from ..extras import require
+from .formats import KNOWN, InputFormat, format_of
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+TEXT_COLUMN_GUESSES = ("tweet_text", "Tweet", "text", "tweet")
+CSV_BLOCK_BYTES = 1 << 22
+
+
+@dataclass(frozen=True)
+class Source:
+    """The files to read, in order, their format, their columns and the text column."""
+
+    files: tuple[Path, ...]
+    format: InputFormat
+    schema: pa.Schema
+    text_column: str
+    sheet: str | None = None
+    rows: int | None = None  # None where it cannot be known cheaply
+
+    @property
+    def columns(self) -> list[str]:
+        """The input columns, in order."""
+        return list(self.schema.names)
+
+
+def find_files(spec: str | Path, input_format: InputFormat | None = None) -> list[Path]:
+    """The input files of a file, a directory (searched recursively) or a glob, sorted.
+
+    In a directory, files whose names start with ``.`` or ``_`` (``_SUCCESS``, checksums) are
+    skipped, as Spark and pyarrow skip them, and so are files of no known format unless
+    ``input_format`` says what they are.
+    """
+    path = Path(spec)
+    if path.is_file():
+        return [path]
+    if path.is_dir():
+        files = sorted(
+            file
+            for file in path.rglob("*")
+            if file.is_file()
+            and not any(part.startswith((".", "_")) for part in file.relative_to(path).parts)
+            and (input_format is not None or format_of(file) is not None)
+        )
+        if not files:
+            raise DataError(f"{path}: no input files in it ({KNOWN})")
+        return files
+    if any(character in str(spec) for character in "*?["):
+        files = sorted(Path(name) for name in glob.glob(str(spec), recursive=True) if Path(name).is_file())
+        if not files:
+            raise DataError(f"{spec}: no file matches")
+        return files
+    raise DataError(f"{path}: no such file")
+
+
+def open_source(
+    spec: str | Path,
+    text_column: str | None = None,
+    sheet: str | None = None,
+    input_format: InputFormat | None = None,
+) -> Source:
+    """Find the files, tell their format, check each one's columns and count the rows."""
+    files = find_files(spec, input_format)
+    formats = {input_format or format_of(file) for file in files}
+    if None in formats:
+        unknown = next(file for file in files if format_of(file) is None)
+        raise DataError(
+            f"{unknown}: unknown format {''.join(unknown.suffixes) or '(no suffix)'!r}; use {KNOWN}, "
+            "or say which with --input-format"
+        )
+    if len(formats) > 1:
+        raise DataError(
+            f"{spec}: mixes {' and '.join(sorted(map(str, formats)))} files; read one format at a time"
+        )
+    file_format: InputFormat = formats.pop()  # type: ignore[assignment]
+    schemas = [_schema(file, file_format, sheet) for file in files]
+    first = schemas[0]
+    column = pick_text_column(first.names, files[0], text_column)
+    for file, schema in zip(files, schemas, strict=True):
+        if column not in schema.names:
+            raise DataError(f"{file}: no column {column!r}; columns: {', '.join(schema.names)}")
+        if set(schema.names) != set(first.names):
+            raise DataError(
+                f"{file}: columns differ from {files[0]}'s ({', '.join(schema.names)} against "
+                f"{', '.join(first.names)}); read files with the same columns together"
+            )
+    if file_format == "jsonl":
+        first = _with_text_type(first, column)
+    rows = _count_rows(files, file_format, first, column, sheet)
+    return Source(tuple(files), file_format, first, column, sheet, rows)
+
+
+def pick_text_column(columns: list[str], path: Path, column: str | None) -> str:
+    """The column to classify: the one asked for, else the first usual name present."""
+    if column is not None:
+        if column not in columns:
+            raise DataError(f"{path}: no column {column!r}; columns: {', '.join(columns)}")
+        return column
+    for guess in TEXT_COLUMN_GUESSES:
+        if guess in columns:
+            return guess
+    raise DataError(f"{path}: no text column found; pass --text-column (columns: {', '.join(columns)})")
+
+
+def read_tables(source: Source, chunk_rows: int) -> Iterator[pa.Table]:
+    """Every row of every file, in order, as tables of at most ``chunk_rows`` rows of ``source.schema``."""
+    require("pyarrow")
+    import pyarrow as pa
+
+    for file in source.files:
+        try:
+            if source.format == "xlsx":
+                yield from _xlsx_tables(file, source.sheet, chunk_rows)
+                continue
+            dataset = _dataset(file, source.format, source.schema, source.text_column)
+            # one thread and one batch of read-ahead: rows come in file order and memory stays at a
+            # batch or two, whatever the file's size; reading is never the bottleneck of scoring
+            for batch in dataset.to_batches(
+                batch_size=chunk_rows, batch_readahead=1, fragment_readahead=1, use_threads=False
+            ):
+                yield conform(pa.Table.from_batches([batch]), source.schema, file)
+        except DataError:
+            raise
+        except Exception as exc:  # pyarrow and openpyxl raise many kinds; the user needs the file and why
+            raise DataError(f"{file}: cannot read it as {source.format}: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    return " ".join(str(exc).split())[:300] or type(exc).__name__
+
+
+def _schema(file: Path, file_format: InputFormat, sheet: str | None) -> pa.Schema:
+    try:
+        if file_format == "xlsx":
+            with _workbook(file) as book:
+                header = next(_sheet(book, file, sheet).iter_rows(max_row=1, values_only=True), ())
+            return _text_schema(_header_names(header))
+        schema = _dataset(file, file_format, None, None).schema
+        return _text_schema(schema.names) if file_format in ("csv", "tsv") else schema
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{file}: cannot read it as {file_format}: {_reason(exc)}") from exc
+
+
+def _text_schema(names: list[str]) -> pa.Schema:
+    require("pyarrow")
+    import pyarrow as pa
+
+    return pa.schema([(name, pa.string()) for name in names])
+
+
+def _with_text_type(schema: pa.Schema, column: str) -> pa.Schema:
+    """JSON Lines: the text column is text even where the first rows hold none (null)."""
+    require("pyarrow")
+    import pyarrow as pa
+
+    index = schema.get_field_index(column)
+    return schema.set(index, pa.field(column, pa.string()))
+
+
+def _dataset(file: Path, file_format: InputFormat, schema: pa.Schema | None, column: str | None) -> Any:
+    """A pyarrow dataset of one file; with ``schema``, CSV columns are read as the text they are."""
+    require("pyarrow")
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.dataset as ds
+    import pyarrow.json as pajson
+
+    if file_format == "parquet":
+        return ds.dataset(str(file), format="parquet")
+    if file_format == "jsonl":
+        explicit = pa.schema([(column, pa.string())]) if column else None
+        parse = pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
+        return ds.dataset(str(file), format=ds.JsonFileFormat(parse_options=parse))
+    parse = pacsv.ParseOptions(delimiter="\t" if file_format == "tsv" else ",", newlines_in_values=True)
+    convert = None
+    if schema is not None:
+        convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in schema.names})
+    csv_format = ds.CsvFileFormat(
+        parse_options=parse,
+        convert_options=convert,
+        read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+    )
+    return ds.dataset(str(file), format=csv_format, schema=schema)
+
+
+def conform(table: pa.Table, schema: pa.Schema, where: object) -> pa.Table:
+    """``table`` as exactly ``schema``: the first file's column order and types."""
+    require("pyarrow")
+    import pyarrow as pa
+
+    table = table.select(schema.names)
+    if table.schema.equals(schema):
+        return table
+    try:
+        return table.cast(schema)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+        raise DataError(f"{where}: column types differ from the first file's: {_reason(exc)}") from exc
+
+
+def _count_rows(
+    files: list[Path], file_format: InputFormat, schema: pa.Schema, column: str, sheet: str | None
+) -> int | None:
+    """Rows in all the files: Parquet's footers say; CSV and JSON Lines are parsed once more, which
+    costs seconds per million rows against the hours that scoring them takes; XLSX sheets record
+    their size (roughly: trailing empty rows count), or not at all."""
+    total = 0
+    for file in files:
+        try:
+            if file_format == "xlsx":
+                with _workbook(file) as book:
+                    last = _sheet(book, file, sheet).max_row
+                if last is None:
+                    return None
+                total += max(0, last - 1)
+            else:
+                total += _dataset(file, file_format, schema, column).count_rows()
+        except DataError:
+            raise
+        except Exception as exc:
+            raise DataError(f"{file}: cannot read it as {file_format}: {_reason(exc)}") from exc
+    return total
+
+
+@contextmanager
+def _workbook(file: Path) -> Iterator[Any]:
+    """An openpyxl workbook in read-only mode, closed on exit (read-only mode keeps the file open)."""
+    require("openpyxl")
+    import openpyxl
+
+    book = openpyxl.load_workbook(file, read_only=True, data_only=True)
+    try:
+        yield book
+    finally:
+        book.close()
+
+
+def _sheet(book: Any, file: Path, sheet: str | None) -> Any:
+    if sheet is None:
+        return book.worksheets[0]
+    if sheet not in book.sheetnames:
+        raise DataError(f"{file}: no sheet named {sheet!r}; sheets: {', '.join(book.sheetnames)}")
+    return book[sheet]
+
+
+def _header_names(header: tuple[Any, ...]) -> list[str]:
+    """Column names from a header row, as pandas makes them: blanks ``Unnamed: i``, repeats ``x.1``."""
+    names: list[str] = []
+    for index, value in enumerate(header):
+        name = f"Unnamed: {index}" if value is None else str(value)
+        base, count = name, 0
+        while name in names:
+            count += 1
+            name = f"{base}.{count}"
+        names.append(name)
+    return names
+
+
+def _xlsx_tables(file: Path, sheet: str | None, chunk_rows: int) -> Iterator[pa.Table]:
+    """The rows of one sheet, as text, ``chunk_rows`` at a time; empty rows at the end are dropped."""
+    with _workbook(file) as book:
+        rows = _sheet(book, file, sheet).iter_rows(values_only=True)
+        names = _header_names(next(rows, ()))
+        chunk: list[tuple[Any, ...]] = []
+        blank = 0  # empty rows seen but not kept yet: kept only if a row with data follows
+        for row in rows:
+            if all(value is None for value in row):
+                blank += 1
+                continue
+            chunk.extend([()] * blank)
+            blank = 0
+            chunk.append(row)
+            if len(chunk) >= chunk_rows:
+                yield _rows_table(chunk[:chunk_rows], names)
+                chunk = chunk[chunk_rows:]
+        if chunk:
+            yield _rows_table(chunk, names)
+
+
+def _rows_table(rows: list[tuple[Any, ...]], names: list[str]) -> pa.Table:
+    require("pyarrow")
+    import pyarrow as pa
+
+    columns: list[list[str | None]] = [[] for _ in names]
+    for row in rows:
+        for index, column in enumerate(columns):
+            value = row[index] if index < len(row) else None
+            column.append(None if value is None else str(value))
+    return pa.table(
+        {name: pa.array(column, pa.string()) for name, column in zip(names, columns, strict=True)}
+    )
