@@ -119,7 +119,7 @@ def predict_on_ray(
             part.unlink()
         plan.parts_dir.rmdir()
     seconds = time.perf_counter() - started
-    report = BatchReport.of(plan.target, tally, len(parts), 0, seconds, tally.rows)
+    report = BatchReport.of(plan, tally, len(parts), 0, seconds, tally.rows)
     if not plan.single_file:
         write_text_atomic(plan.parts_dir / REPORT, report.model_dump_json(indent=2) + "\n")
     return report

@@ -48,18 +48,20 @@ class BatchReport(BaseModel):
     scored: int = Field(description="Rows with a label.")
     skipped: dict[str, int] = Field(description="Rows not scored, by reason (empty when none).")
     labels: dict[str, int] = Field(description="Rows per label.")
-    parts: int = Field(description="Part files written or reused.")
+    single_file: bool = Field(description="Whether the output is one file, merged from the parts.")
+    parts: int = Field(description="Part files written or reused: the units an interrupted run resumes by.")
     parts_reused: int = Field(0, description="Part files found complete from an earlier run.")
     seconds: float = Field(description="Wall time of this run.")
     rows_per_second: float = Field(description="Rows scored by this run per second of it.")
 
     @classmethod
     def of(
-        cls, output: Path, tally: Tally, parts: int, reused: int, seconds: float, rows_now: int
+        cls, plan: OutputPlan, tally: Tally, parts: int, reused: int, seconds: float, rows_now: int
     ) -> BatchReport:
         """The report of a finished run."""
         return cls(
-            output=str(output),
+            output=str(plan.target),
+            single_file=plan.single_file,
             rows=tally.rows,
             scored=tally.rows - sum(tally.skipped.values()),
             skipped=dict(sorted(tally.skipped.items())),
@@ -72,9 +74,11 @@ class BatchReport(BaseModel):
 
     def summary(self) -> str:
         """Two or three lines for a person."""
-        reused = f", {self.parts_reused} reused" if self.parts_reused else ""
+        parts = "" if self.single_file else f"{self.parts} part file(s)"
+        if self.parts_reused:
+            parts += f"{', ' if parts else ''}{self.parts_reused} of {self.parts} parts from an earlier run"
         lines = [
-            f"wrote {self.rows} rows to {self.output} ({self.parts} part file(s){reused}) in "
+            f"wrote {self.rows} rows to {self.output}{f' ({parts})' if parts else ''} in "
             f"{self.seconds:.1f} s, {self.rows_per_second:.0f} rows/s",
             f"labels: {json.dumps(self.labels, ensure_ascii=False)}",
         ]
@@ -155,9 +159,7 @@ def predict_files(
     if plan.single_file:
         merge_parts(parts, plan.target, plan.format, schema, options.chunk_rows)
         shutil.rmtree(plan.parts_dir)
-    report = BatchReport.of(
-        plan.target, tally, len(parts), len(done), time.perf_counter() - started, rows_now
-    )
+    report = BatchReport.of(plan, tally, len(parts), len(done), time.perf_counter() - started, rows_now)
     if not plan.single_file:
         write_text_atomic(plan.parts_dir / REPORT, report.model_dump_json(indent=2) + "\n")
     return report

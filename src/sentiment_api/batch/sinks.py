@@ -173,7 +173,8 @@ def _read_two_xlsx(path: Path, first: str, second: str) -> tuple[list[Any], list
         rows = book.worksheets[0].iter_rows(values_only=True)
         header = list(next(rows, ()))
         i, j = header.index(first), header.index(second)
-        pairs = [(row[i], row[j]) for row in rows]
+        # a row's trailing empty cells are not stored, so a row can be shorter than the header
+        pairs = [tuple(row[k] if k < len(row) else None for k in (i, j)) for row in rows]
     finally:
         book.close()
     return [label for label, _ in pairs], [reason for _, reason in pairs]
