@@ -253,7 +253,9 @@ def predict(
         from .batch.runner import predict_files
         from .engine import Classifier
 
-        classifier = Classifier.load(model, threads=options.threads)
+        # spinning threads buy latency with idle CPU; a batch job wants throughput, and halves it
+        # with spin on when other work shares the cores
+        classifier = Classifier.load(model, threads=options.threads, spin=False)
         report = predict_files(classifier, input, output, options, log=_stderr)
     typer.echo(report.summary())
 

@@ -98,6 +98,8 @@ def test_a_directory_output_is_numbered_parts_a_manifest_and_a_report(classifier
     ]
     rows = [pq.read_metadata(tmp_path / "out" / name).num_rows for name in names[2:]]
     assert rows == [10, 10, 10, 5]
+    # chunks of 4 rows gathered into one row group per part, not 3 small ones
+    assert {pq.ParquetFile(tmp_path / "out" / name).num_row_groups for name in names[2:]} == {1}
     assert json.loads((tmp_path / "out" / "_report.json").read_text()) == report.model_dump()
 
 

@@ -29,7 +29,7 @@ from .options import PredictOptions, RayOptions
 from .runner import REPORT, BatchReport, check_size, plan_output, prepare_parts
 from .scoring import ChunkScorer, OutputColumns
 from .sinks import PART_PREFIX, merge_parts, part_files, tally_parts
-from .sources import CSV_BLOCK_BYTES, Source, conform, open_source
+from .sources import BLOCK_BYTES, Source, conform, csv_parse_options, open_source
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -176,11 +176,9 @@ def _read(source: Source) -> Any:
     return ray.data.read_csv(
         paths,
         file_extensions=None,
-        parse_options=pacsv.ParseOptions(
-            delimiter="\t" if source.format == "tsv" else ",", newlines_in_values=True
-        ),
+        parse_options=csv_parse_options(source.format),
         convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in source.columns}),
-        read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
+        read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
     )
 
 

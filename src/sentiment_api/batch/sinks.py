@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 PART_PREFIX = "part-"
+ROW_GROUP_ROWS = 16_384
 XLSX_SHEET = "predictions"
 
 WriteTable = Callable[["pa.Table"], None]
@@ -57,12 +58,28 @@ def table_writer(path: Path, file_format: OutputFormat, schema: pa.Schema) -> It
 
 @contextmanager
 def _parquet_writer(path: Path, schema: pa.Schema) -> Iterator[WriteTable]:
+    """Chunks gathered into row groups of about ``ROW_GROUP_ROWS``: a chunk each would make
+    thousands of small row groups that slow every later reader, and this costs a few MB."""
     require("pyarrow")
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     writer = pq.ParquetWriter(str(path), schema, compression="zstd")
+    pending: list[pa.Table] = []
+
+    def flush() -> None:
+        if pending:
+            writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP_ROWS)
+            pending.clear()
+
+    def write(table: pa.Table) -> None:
+        pending.append(table)
+        if sum(part.num_rows for part in pending) >= ROW_GROUP_ROWS:
+            flush()
+
     try:
-        yield writer.write_table
+        yield write
+        flush()
     finally:
         writer.close()
 
@@ -132,39 +149,42 @@ class Tally:
 
 def tally_parts(parts: Sequence[Path], file_format: OutputFormat, columns: OutputColumns) -> Tally:
     """Count what the finished part files hold: the report is what the output says, so a resumed run
-    or one on Ray reports the same as a run in one go."""
+    or one on Ray reports the same as a run in one go. Parquet parts are counted a row group at a
+    time; CSV and XLSX parts (of at most ``part_rows`` rows) whole."""
     tally = Tally()
     for part in parts:
-        labels, reasons = _read_two(part, file_format, columns.label, columns.reason)
-        tally.add(labels, reasons)
+        for labels, reasons in _label_and_reason(part, file_format, columns.label, columns.reason):
+            tally.add(labels, reasons)
     return tally
 
 
-def _read_two(path: Path, file_format: OutputFormat, first: str, second: str) -> tuple[list[Any], list[Any]]:
+def _label_and_reason(
+    path: Path, file_format: OutputFormat, label: str, reason: str
+) -> Iterator[tuple[list[Any], list[Any]]]:
     require("pyarrow")
     import pyarrow as pa
 
     if file_format == "parquet":
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path, columns=[first, second])
+        for batch in pq.ParquetFile(path).iter_batches(columns=[label, reason]):
+            yield batch.column(0).to_pylist(), batch.column(1).to_pylist()
     elif file_format == "csv":
         import pyarrow.csv as pacsv
 
         convert = pacsv.ConvertOptions(
-            include_columns=[first, second],
-            column_types={first: pa.string(), second: pa.string()},
+            include_columns=[label, reason],
+            column_types={label: pa.string(), reason: pa.string()},
             strings_can_be_null=True,  # the writer writes a missing value as an empty field
         )
-        table = pacsv.read_csv(
-            path, pacsv.ReadOptions(), pacsv.ParseOptions(newlines_in_values=True), convert
-        )
+        parse = pacsv.ParseOptions(newlines_in_values=True)
+        table = pacsv.read_csv(path, pacsv.ReadOptions(), parse, convert)
+        yield table.column(label).to_pylist(), table.column(reason).to_pylist()
     else:
-        return _read_two_xlsx(path, first, second)
-    return table.column(first).to_pylist(), table.column(second).to_pylist()
+        yield _label_and_reason_xlsx(path, label, reason)
 
 
-def _read_two_xlsx(path: Path, first: str, second: str) -> tuple[list[Any], list[Any]]:
+def _label_and_reason_xlsx(path: Path, label: str, reason: str) -> tuple[list[Any], list[Any]]:
     require("openpyxl")
     import openpyxl
 
@@ -172,9 +192,9 @@ def _read_two_xlsx(path: Path, first: str, second: str) -> tuple[list[Any], list
     try:
         rows = book.worksheets[0].iter_rows(values_only=True)
         header = list(next(rows, ()))
-        i, j = header.index(first), header.index(second)
+        i, j = header.index(label), header.index(reason)
         # a row's trailing empty cells are not stored, so a row can be shorter than the header
         pairs = [tuple(row[k] if k < len(row) else None for k in (i, j)) for row in rows]
     finally:
         book.close()
-    return [label for label, _ in pairs], [reason for _, reason in pairs]
+    return [first for first, _ in pairs], [second for _, second in pairs]

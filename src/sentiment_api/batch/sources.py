@@ -1,7 +1,8 @@
 """Input files: found from a file, a directory or a glob, checked up front, read in chunks.
 
-CSV, TSV, Parquet and JSON Lines are read by pyarrow datasets, a batch at a time with no read-ahead
-beyond one batch; XLSX by openpyxl in read-only mode, row by row. CSV and XLSX columns are read as
+Parquet is read by a pyarrow dataset, a batch at a time with one batch of read-ahead; CSV, TSV and
+JSON Lines by pyarrow's streaming readers, a block of 1 MB at a time; XLSX by openpyxl in read-only
+mode, row by row. CSV and XLSX columns are read as
 text, as written: a tweet id keeps its digits, "NA" stays "NA", and a column's type cannot change
 between the first block and the millionth. Parquet and JSON Lines keep their own types.
 
@@ -26,7 +27,7 @@ if TYPE_CHECKING:
     import pyarrow as pa
 
 TEXT_COLUMN_GUESSES = ("tweet_text", "Tweet", "text", "tweet")
-CSV_BLOCK_BYTES = 1 << 22
+BLOCK_BYTES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -134,12 +135,7 @@ def read_tables(source: Source, chunk_rows: int) -> Iterator[pa.Table]:
             if source.format == "xlsx":
                 yield from _xlsx_tables(file, source.sheet, chunk_rows)
                 continue
-            dataset = _dataset(file, source.format, source.schema, source.text_column)
-            # one thread and one batch of read-ahead: rows come in file order and memory stays at a
-            # batch or two, whatever the file's size; reading is never the bottleneck of scoring
-            for batch in dataset.to_batches(
-                batch_size=chunk_rows, batch_readahead=1, fragment_readahead=1, use_threads=False
-            ):
+            for batch in _batches(file, source.format, source.schema, source.text_column, chunk_rows):
                 yield conform(pa.Table.from_batches([batch]), source.schema, file)
         except DataError:
             raise
@@ -157,7 +153,8 @@ def _schema(file: Path, file_format: InputFormat, sheet: str | None) -> pa.Schem
             with _workbook(file) as book:
                 header = next(_sheet(book, file, sheet).iter_rows(max_row=1, values_only=True), ())
             return _text_schema(_header_names(header))
-        schema = _dataset(file, file_format, None, None).schema
+        reader = _reader(file, file_format, None, None)
+        schema = reader.schema_arrow if file_format == "parquet" else reader.schema
         return _text_schema(schema.names) if file_format in ("csv", "tsv") else schema
     except DataError:
         raise
@@ -181,30 +178,64 @@ def _with_text_type(schema: pa.Schema, column: str) -> pa.Schema:
     return schema.set(index, pa.field(column, pa.string()))
 
 
-def _dataset(file: Path, file_format: InputFormat, schema: pa.Schema | None, column: str | None) -> Any:
-    """A pyarrow dataset of one file; with ``schema``, CSV columns are read as the text they are."""
+def _batches(
+    file: Path, file_format: InputFormat, schema: pa.Schema, column: str, chunk_rows: int
+) -> Iterator[Any]:
+    """The record batches of one file, in order, about ``chunk_rows`` rows or one block each."""
+    if file_format != "parquet":
+        for block in _reader(file, file_format, schema, column):
+            for start in range(0, block.num_rows, chunk_rows):
+                yield block.slice(start, chunk_rows)  # without copying
+        return
+    require("pyarrow")
+    import pyarrow.dataset as ds
+
+    # no pre-buffering (it fetches row groups ahead: memory growing with the file), pages read
+    # through a small buffer, one thread, one batch of read-ahead; a row group is still decoded
+    # whole, so its size, not the file's, sets the memory
+    options = ds.ParquetFragmentScanOptions(pre_buffer=False, use_buffered_stream=True, buffer_size=1 << 20)
+    dataset = ds.dataset(str(file), format=ds.ParquetFileFormat(default_fragment_scan_options=options))
+    yield from dataset.to_batches(
+        batch_size=chunk_rows, batch_readahead=1, fragment_readahead=1, use_threads=False
+    )
+
+
+def _reader(file: Path, file_format: InputFormat, schema: pa.Schema | None, column: str | None) -> Any:
+    """A reader of one file's record batches: pyarrow's streaming CSV and JSON readers, a block of
+    ``BLOCK_BYTES`` at a time on one thread (their dataset scanners read a hundred MB ahead), or a
+    Parquet file's footer. With ``schema``, CSV columns are read as the text they are."""
     require("pyarrow")
     import pyarrow as pa
     import pyarrow.csv as pacsv
-    import pyarrow.dataset as ds
     import pyarrow.json as pajson
+    import pyarrow.parquet as pq
 
     if file_format == "parquet":
-        return ds.dataset(str(file), format="parquet")
+        return pq.ParquetFile(file)  # only its footer is asked of it: schema and row count
     if file_format == "jsonl":
         explicit = pa.schema([(column, pa.string())]) if column else None
-        parse = pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
-        return ds.dataset(str(file), format=ds.JsonFileFormat(parse_options=parse))
-    parse = pacsv.ParseOptions(delimiter="\t" if file_format == "tsv" else ",", newlines_in_values=True)
+        return pajson.open_json(
+            str(file),  # decompressed by its suffix
+            read_options=pajson.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+            parse_options=pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer"),
+        )
     convert = None
     if schema is not None:
         convert = pacsv.ConvertOptions(column_types={name: pa.string() for name in schema.names})
-    csv_format = ds.CsvFileFormat(
-        parse_options=parse,
+    return pacsv.open_csv(
+        str(file),
+        read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES, use_threads=False),
+        parse_options=csv_parse_options(file_format),
         convert_options=convert,
-        read_options=pacsv.ReadOptions(block_size=CSV_BLOCK_BYTES),
     )
-    return ds.dataset(str(file), format=csv_format, schema=schema)
+
+
+def csv_parse_options(file_format: InputFormat) -> Any:
+    """Commas or tabs, and quoted values that span lines (tweets hold line breaks)."""
+    require("pyarrow")
+    import pyarrow.csv as pacsv
+
+    return pacsv.ParseOptions(delimiter="\t" if file_format == "tsv" else ",", newlines_in_values=True)
 
 
 def conform(table: pa.Table, schema: pa.Schema, where: object) -> pa.Table:
@@ -227,6 +258,9 @@ def _count_rows(
     """Rows in all the files: Parquet's footers say; CSV and JSON Lines are parsed once more, which
     costs seconds per million rows against the hours that scoring them takes; XLSX sheets record
     their size (roughly: trailing empty rows count), or not at all."""
+    require("pyarrow")
+    import pyarrow as pa
+
     total = 0
     for file in files:
         try:
@@ -236,8 +270,12 @@ def _count_rows(
                 if last is None:
                     return None
                 total += max(0, last - 1)
+            elif file_format == "parquet":
+                total += _reader(file, file_format, schema, column).metadata.num_rows
             else:
-                total += _dataset(file, file_format, schema, column).count_rows()
+                total += sum(batch.num_rows for batch in _reader(file, file_format, schema, column))
+                # counting parsed the file: give back what the allocator kept of it
+                pa.default_memory_pool().release_unused()
         except DataError:
             raise
         except Exception as exc:
