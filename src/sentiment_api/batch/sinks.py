@@ -8,6 +8,7 @@ interrupted run resume after the last one. Parquet, CSV and XLSX are written a t
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -36,8 +37,12 @@ def part_path(directory: Path, index: int, file_format: OutputFormat) -> Path:
 
 
 def part_files(directory: Path) -> list[Path]:
-    """The complete part files in ``directory``, in row order."""
-    return sorted(directory.glob(f"{PART_PREFIX}*.*"))
+    """The complete part files in ``directory``, in row order (by number: Ray's ``part-00000-10``
+    follows ``part-00000-9``)."""
+    return sorted(
+        directory.glob(f"{PART_PREFIX}*.*"),
+        key=lambda path: [int(number) for number in re.findall(r"\d+", path.name)],
+    )
 
 
 @contextmanager
