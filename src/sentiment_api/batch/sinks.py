@@ -20,6 +20,7 @@ from ..extras import require
 from ..files import staged_file
 from .formats import EXTENSIONS, OutputFormat
 from .scoring import OutputColumns
+from .spreadsheets import workbook
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -119,7 +120,13 @@ def _xlsx_writer(path: Path, schema: pa.Schema) -> Iterator[WriteTable]:
         for row in zip(*(column.to_pylist() for column in table.columns), strict=True):
             sheet.append([cell(value) for value in row])
 
-    yield write
+    try:
+        yield write
+    except BaseException:
+        # openpyxl streams rows to a temporary file of its own: finish it now, or its generator,
+        # closed whenever it is collected, writes to a file closed by then
+        sheet.close()
+        raise
     book.save(path)
 
 
@@ -190,16 +197,10 @@ def _label_and_reason(
 
 
 def _label_and_reason_xlsx(path: Path, label: str, reason: str) -> tuple[list[Any], list[Any]]:
-    require("openpyxl")
-    import openpyxl
-
-    book = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    try:
+    with workbook(path) as book:
         rows = book.worksheets[0].iter_rows(values_only=True)
         header = list(next(rows, ()))
         i, j = header.index(label), header.index(reason)
         # a row's trailing empty cells are not stored, so a row can be shorter than the header
         pairs = [tuple(row[k] if k < len(row) else None for k in (i, j)) for row in rows]
-    finally:
-        book.close()
     return [first for first, _ in pairs], [second for _, second in pairs]

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import glob
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import DataError
 from ..extras import require
 from .formats import KNOWN, InputFormat, format_of
+from .spreadsheets import xlsx_columns, xlsx_rows, xlsx_tables
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -133,7 +133,7 @@ def read_tables(source: Source, chunk_rows: int) -> Iterator[pa.Table]:
     for file in source.files:
         try:
             if source.format == "xlsx":
-                yield from _xlsx_tables(file, source.sheet, chunk_rows)
+                yield from xlsx_tables(file, source.sheet, chunk_rows)
                 continue
             for batch in _batches(file, source.format, source.schema, source.text_column, chunk_rows):
                 yield conform(pa.Table.from_batches([batch]), source.schema, file)
@@ -150,9 +150,7 @@ def _reason(exc: BaseException) -> str:
 def _schema(file: Path, file_format: InputFormat, sheet: str | None) -> pa.Schema:
     try:
         if file_format == "xlsx":
-            with _workbook(file) as book:
-                header = next(_sheet(book, file, sheet).iter_rows(max_row=1, values_only=True), ())
-            return _text_schema(_header_names(header))
+            return _text_schema(xlsx_columns(file, sheet))
         reader = _reader(file, file_format, None, None)
         schema = reader.schema_arrow if file_format == "parquet" else reader.schema
         return _text_schema(schema.names) if file_format in ("csv", "tsv") else schema
@@ -265,11 +263,10 @@ def _count_rows(
     for file in files:
         try:
             if file_format == "xlsx":
-                with _workbook(file) as book:
-                    last = _sheet(book, file, sheet).max_row
-                if last is None:
+                rows = xlsx_rows(file, sheet)
+                if rows is None:
                     return None
-                total += max(0, last - 1)
+                total += rows
             elif file_format == "parquet":
                 total += _reader(file, file_format, schema, column).metadata.num_rows
             else:
@@ -281,72 +278,3 @@ def _count_rows(
         except Exception as exc:
             raise DataError(f"{file}: cannot read it as {file_format}: {_reason(exc)}") from exc
     return total
-
-
-@contextmanager
-def _workbook(file: Path) -> Iterator[Any]:
-    """An openpyxl workbook in read-only mode, closed on exit (read-only mode keeps the file open)."""
-    require("openpyxl")
-    import openpyxl
-
-    book = openpyxl.load_workbook(file, read_only=True, data_only=True)
-    try:
-        yield book
-    finally:
-        book.close()
-
-
-def _sheet(book: Any, file: Path, sheet: str | None) -> Any:
-    if sheet is None:
-        return book.worksheets[0]
-    if sheet not in book.sheetnames:
-        raise DataError(f"{file}: no sheet named {sheet!r}; sheets: {', '.join(book.sheetnames)}")
-    return book[sheet]
-
-
-def _header_names(header: tuple[Any, ...]) -> list[str]:
-    """Column names from a header row, as pandas makes them: blanks ``Unnamed: i``, repeats ``x.1``."""
-    names: list[str] = []
-    for index, value in enumerate(header):
-        name = f"Unnamed: {index}" if value is None else str(value)
-        base, count = name, 0
-        while name in names:
-            count += 1
-            name = f"{base}.{count}"
-        names.append(name)
-    return names
-
-
-def _xlsx_tables(file: Path, sheet: str | None, chunk_rows: int) -> Iterator[pa.Table]:
-    """The rows of one sheet, as text, ``chunk_rows`` at a time; empty rows at the end are dropped."""
-    with _workbook(file) as book:
-        rows = _sheet(book, file, sheet).iter_rows(values_only=True)
-        names = _header_names(next(rows, ()))
-        chunk: list[tuple[Any, ...]] = []
-        blank = 0  # empty rows seen but not kept yet: kept only if a row with data follows
-        for row in rows:
-            if all(value is None for value in row):
-                blank += 1
-                continue
-            chunk.extend([()] * blank)
-            blank = 0
-            chunk.append(row)
-            if len(chunk) >= chunk_rows:
-                yield _rows_table(chunk[:chunk_rows], names)
-                chunk = chunk[chunk_rows:]
-        if chunk:
-            yield _rows_table(chunk, names)
-
-
-def _rows_table(rows: list[tuple[Any, ...]], names: list[str]) -> pa.Table:
-    require("pyarrow")
-    import pyarrow as pa
-
-    columns: list[list[str | None]] = [[] for _ in names]
-    for row in rows:
-        for index, column in enumerate(columns):
-            value = row[index] if index < len(row) else None
-            column.append(None if value is None else str(value))
-    return pa.table(
-        {name: pa.array(column, pa.string()) for name, column in zip(names, columns, strict=True)}
-    )
