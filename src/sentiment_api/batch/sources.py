@@ -2,9 +2,9 @@
 
 Parquet is read by a pyarrow dataset, a batch at a time with one batch of read-ahead; CSV, TSV and
 JSON Lines by pyarrow's streaming readers, a block of 1 MB at a time; XLSX by openpyxl in read-only
-mode, row by row. CSV and XLSX columns are read as
-text, as written: a tweet id keeps its digits, "NA" stays "NA", and a column's type cannot change
-between the first block and the millionth. Parquet and JSON Lines keep their own types.
+mode, row by row (``spreadsheets``). CSV and XLSX columns are read as text, as written: a tweet id
+keeps its digits, "NA" stays "NA", and a column's type cannot change between the first block and
+the millionth. Parquet and JSON Lines keep their own types.
 
 Everything that would stop a run (no file, an unknown format, a file that cannot be read, a
 missing column, files whose columns differ) is found before the first row is scored.
