@@ -9,6 +9,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from serving import free_port
 from tweet_files import tweets, write
 
 
@@ -75,3 +76,17 @@ def test_what_stops_a_run_is_one_line_and_exit_1_with_nothing_written(
     assert len(result.stderr.splitlines()) == 1
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == [source.name]
+
+
+def test_a_ray_cluster_that_cannot_be_reached_is_one_line_not_a_hang(onnx_package, tmp_path) -> None:
+    source = write(tweets(5), tmp_path / "in.parquet")
+    nothing_there = f"127.0.0.1:{free_port()}"
+
+    result = predict(
+        onnx_package, "--input", source, "--output", tmp_path / "out", "--ray-address", nothing_there
+    )
+
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"error: cannot reach the Ray cluster at {nothing_there}: [Errno 111] Connection refused"
+    ]

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import socket
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,7 +28,7 @@ from ..extras import require
 from ..files import staged_directory, write_text_atomic
 from ..model_card import ModelCard
 from .options import PredictOptions, RayOptions
-from .runner import REPORT, BatchReport, check_size, plan_output, prepare_parts
+from .runner import REPORT, BatchReport, check_size, clear_output, plan_output
 from .scoring import ChunkScorer, OutputColumns
 from .sinks import PART_PREFIX, merge_parts, part_files, tally_parts
 from .sources import BLOCK_BYTES, Source, conform, csv_parse_options, open_source
@@ -67,7 +69,7 @@ def predict_on_ray(
 ) -> BatchReport:
     """Classify every row of ``input`` into ``output`` on Ray Data, locally or on a cluster."""
     require("pyarrow")  # a missing extra is the first thing to say, before any file is looked at
-    require("ray")
+    ray = require("ray")
     started = time.perf_counter()
     source = open_source(input, options.text_column, options.sheet, options.input_format)
     if source.format == "xlsx":
@@ -83,10 +85,10 @@ def predict_on_ray(
     check_size(plan, source, options)
     if not plan.single_file and plan.target.exists():
         # Ray's parts replace the directory as a whole, so only an earlier output of ours may be there
-        prepare_parts(plan.target, {"ray": True}, options.overwrite)
+        clear_output(plan.target, options.overwrite)
 
-    ray = _start(ray_options, options.progress)
     try:
+        _start(ray_options, options.progress)
         dataset = _read(source)
         scored = dataset.map_batches(
             RayChunkScorer,
@@ -108,16 +110,14 @@ def predict_on_ray(
     except Exception as exc:
         raise _one_line(exc) from exc
     finally:
-        ray.shutdown()  # stops the Ray this started; only disconnects from a cluster
+        ray.shutdown()  # stops the Ray this started, only disconnects from a cluster; else nothing
 
     parts = part_files(plan.parts_dir)
     tally = tally_parts(parts, "parquet", columns)
     if plan.single_file:
         schema = columns.output_schema(source.schema)
         merge_parts(parts, plan.target, plan.format, schema, options.chunk_rows)
-        for part in parts:
-            part.unlink()
-        plan.parts_dir.rmdir()
+        shutil.rmtree(plan.parts_dir)
     seconds = time.perf_counter() - started
     report = BatchReport.of(plan, tally, len(parts), 0, seconds, tally.rows)
     if not plan.single_file:
@@ -125,13 +125,15 @@ def predict_on_ray(
     return report
 
 
-def _start(ray_options: RayOptions, progress: bool) -> Any:
-    """Ray, joined (``--ray-address``, or ``RAY_ADDRESS`` inside a job) or started on this machine."""
+def _start(ray_options: RayOptions, progress: bool) -> None:
+    """Join Ray (``--ray-address``, or ``RAY_ADDRESS`` inside a job) or start it on this machine."""
     require("ray")
     import ray
     import ray.data
 
     logging.getLogger("ray").setLevel(logging.WARNING)
+    if ray_options.ray_address is not None:
+        _check_reachable(ray_options.ray_address)
     joining = ray_options.ray_address is not None or os.environ.get("RAY_ADDRESS")
     # Ray refuses settings of a cluster it only joins; one it starts here needs no dashboard
     local: dict[str, Any] = {} if joining else {"include_dashboard": False}
@@ -145,7 +147,17 @@ def _start(ray_options: RayOptions, progress: bool) -> Any:
     context = ray.data.DataContext.get_current()
     context.execution_options.preserve_order = True  # parts in input order, as on one machine
     context.enable_progress_bars = progress
-    return ray
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in one line if nothing listens at ``HOST:PORT``: ``ray.init`` would wait for it for ever."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        return  # "auto" and the like: Ray finds the cluster itself
+    try:
+        socket.create_connection((host, int(port)), timeout=10).close()
+    except OSError as exc:
+        raise DataError(f"cannot reach the Ray cluster at {address}: {exc}") from exc
 
 
 def _actor_pool(ray: Any, ray_options: RayOptions) -> Any:

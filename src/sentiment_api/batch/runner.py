@@ -183,27 +183,34 @@ def prepare_parts(directory: Path, manifest: dict[str, Any], overwrite: bool) ->
     (kept, to resume), or, with ``overwrite``, parts of another run (deleted)."""
     written = directory / MANIFEST
     if directory.exists():
-        if not directory.is_dir():
-            raise DataError(f"{directory}: exists and is not a directory")
-        others = sorted(path.name for path in directory.iterdir() if not _is_ours(path))
-        if others:
-            raise DataError(
-                f"{directory}: holds files that batch prediction did not write ({', '.join(others[:3])}); "
-                "choose another output"
-            )
         same = written.is_file() and json.loads(written.read_text()) == manifest
-        if not same and any(directory.iterdir()):
-            if not overwrite:
-                raise DataError(
-                    f"{directory}: holds the output of a run with other input, model or settings; "
-                    "pass --overwrite to replace it, or choose another output"
-                )
-            for path in directory.iterdir():
-                path.unlink()
+        if not same:
+            clear_output(directory, overwrite)
         for stray in directory.glob(f".{PART_PREFIX}*"):  # what an interrupted run was writing
             stray.unlink()
     directory.mkdir(parents=True, exist_ok=True)
     write_text_atomic(written, json.dumps(manifest, indent=2) + "\n")
+
+
+def clear_output(directory: Path, overwrite: bool) -> None:
+    """Empty an existing output directory of an earlier run, if ``overwrite`` says so; refuse one
+    that holds anything batch prediction did not write, whatever it says."""
+    if not directory.is_dir():
+        raise DataError(f"{directory}: exists and is not a directory")
+    others = sorted(path.name for path in directory.iterdir() if not _is_ours(path))
+    if others:
+        raise DataError(
+            f"{directory}: holds files that batch prediction did not write ({', '.join(others[:3])}); "
+            "choose another output"
+        )
+    if any(directory.iterdir()):
+        if not overwrite:
+            raise DataError(
+                f"{directory}: holds the output of a run with other input, model or settings; "
+                "pass --overwrite to replace it, or choose another output"
+            )
+        for path in directory.iterdir():
+            path.unlink()
 
 
 def _is_ours(path: Path) -> bool:
