@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 DATA ?= ../shared/data/nlp_data.xlsx
-EXTRAS ?= export,dev
+EXTRAS ?= export,dev,ray
 # the shipped model: seed 1 of three had the best validation macro-F1; one thread makes it repeatable
 DEFAULT_TRAIN_ARGS ?= --seed 1 --threads 1
 comma := ,
@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVE_STAMP := $(VENV)/.installed-serve
 MODEL ?=
 
-.PHONY: install test lint train evaluate default-model bench bench-roberta serve loadtest soak abuse-figures clean
+.PHONY: install test lint train evaluate default-model bench bench-roberta bench-batch serve loadtest soak abuse-figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -56,6 +56,13 @@ bench-roberta: $(STAMP) ## speed and size of a RoBERTa-base-shaped model with ra
 	$(BIN)/python scripts/build_random_roberta.py $(DATA) runs/random-roberta-base
 	$(BIN)/sentiment-api bench runs/random-roberta-base --data $(DATA) --out runs/bench/roberta \
 		--speed-only --repeats 3
+
+bench-batch: $(STAMP) ## batch prediction of 100k and 1M tweets on one machine and through Ray (BENCHMARKS.md)
+	$(BIN)/python scripts/make_tweet_parquet.py 100000 runs/batch/tweets-100k.parquet
+	$(BIN)/python scripts/make_tweet_parquet.py 1000000 runs/batch/tweets-1m.parquet
+	$(BIN)/python scripts/bench_batch_predict.py runs/batch/tweets-100k.parquet runs/batch/out-100k
+	$(BIN)/python scripts/bench_batch_predict.py runs/batch/tweets-1m.parquet runs/batch/out-1m
+	$(BIN)/python scripts/bench_batch_predict.py runs/batch/tweets-1m.parquet runs/batch/out-1m-ray -- --ray
 
 serve: $(SERVE_STAMP) ## serve the shipped model on http://127.0.0.1:8000 (MODEL=dir to override; SENTIMENT_* apply)
 	$(BIN)/sentiment-api serve $(if $(MODEL),--model $(MODEL))

@@ -58,5 +58,7 @@ def onnx_package(trained_tiny_bert: Path, tiny_csv: Path, tmp_path_factory: pyte
     from sentiment_api.export import build_package
 
     out = tmp_path_factory.mktemp("served") / "package"
-    build_package(trained_tiny_bert, out, tiny_csv, log=lambda _: None)
+    # the tiny model's scores sit near a third each, so int8 flips some of its 6 validation labels on
+    # some runs and the gate refuses it; this fixture wants a package, and test_export tests the gate
+    build_package(trained_tiny_bert, out, tiny_csv, accept_gate_failure=True, log=lambda _: None)
     return out

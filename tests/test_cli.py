@@ -104,8 +104,11 @@ def test_train_evaluate_predict_round_trip(tiny_csv, tiny_bert, tmp_path) -> Non
     assert predicted.returncode == 0, predicted.stderr
     rows = pd.read_csv(tmp_path / "o.csv")
     assert list(rows.columns[:4]) == ["Tweet", "label", "score", "truncated"]
-    assert set(rows["label"]) <= set(LABELS) and rows["score"].between(1 / 3, 1).all()
     assert len(rows) == 3
+    assert rows["skip_reason"].fillna("").tolist() == ["", "missing text", ""]  # kept, marked, not scored
+    scored = rows.dropna(subset=["label"])
+    assert set(scored["label"]) <= set(LABELS) and scored["score"].between(1 / 3, 1).all()
+    assert len(scored) == 2
 
 
 def test_predict_names_a_missing_text_column(trained_tiny_bert, tiny_csv, tmp_path) -> None:

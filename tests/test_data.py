@@ -89,6 +89,18 @@ def test_missing_file_and_unsupported_type(tmp_path) -> None:
         load_tweets(tmp_path / "t.json")
 
 
+def test_parquet_and_json_lines_load_as_the_csv_does(tiny_csv, tmp_path) -> None:
+    frame = pd.read_csv(tiny_csv)
+    frame.to_parquet(tmp_path / "t.parquet", index=False)
+    frame.to_json(tmp_path / "t.jsonl", orient="records", lines=True)
+    expected = load_tweets(tiny_csv)
+
+    for path in (tmp_path / "t.parquet", tmp_path / "t.jsonl"):
+        loaded = load_tweets(path)
+        assert loaded.frame.equals(expected.frame)
+        assert loaded.dropped == expected.dropped
+
+
 def test_csv_split_is_stratified(tiny_csv) -> None:
     _, splits = load_splits(tiny_csv)
     assert splits.sizes() == {"train": 48, "validation": 6, "test": 6}

@@ -21,7 +21,7 @@ from sentiment_api.extras import EXTRA_OF_MODULE, require
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "src" / "sentiment_api"
-EXTRAS = ("data", "train", "serve", "otel", "export")
+EXTRAS = ("data", "train", "serve", "otel", "export", "ray")
 
 
 def _canonical(distribution: str) -> str:
@@ -200,8 +200,14 @@ def run_without(blocked: set[str], *args: object, tmp_path: Path) -> subprocess.
         (
             SERVING_INSTALL,
             ["predict", default_model_dir(), "--input", "in.csv", "--output", "out.csv"],
-            "pandas",
+            "pyarrow",
             "data",
+        ),
+        (
+            {"ray"},
+            ["predict", "--input", "in.csv", "--output", "out", "--ray"],
+            "ray",
+            "ray",
         ),
         (SERVING_INSTALL, ["train", "tweets.csv", "--out", "checkpoint"], "torch", "train"),
         (
@@ -213,7 +219,7 @@ def run_without(blocked: set[str], *args: object, tmp_path: Path) -> subprocess.
         (SERVING_INSTALL, ["data", "split", "tweets.csv"], "pandas", "data"),
         (CORE_INSTALL, ["serve", "--model", default_model_dir()], "fastapi", "serve"),
     ],
-    ids=["predict", "train", "export", "data split", "serve"],
+    ids=["predict", "predict on ray", "train", "export", "data split", "serve"],
 )
 def test_a_command_without_its_extra_says_what_to_install(blocked, command, missing, extra, tmp_path) -> None:
     result = run_without(blocked, *command, tmp_path=tmp_path)

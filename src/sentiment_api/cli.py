@@ -12,6 +12,7 @@ from typing import Annotated, Any, get_args
 
 import typer
 
+from .batch.options import PredictOptions, RayOptions
 from .cli_options import env_var, model_options
 from .config import Settings, load_settings
 from .corpora import CorpusOptions
@@ -224,33 +225,57 @@ def evaluate(
 
 
 @app.command()
+@model_options(PredictOptions, into="options")
+@model_options(RayOptions, into="ray_options")
 def predict(
-    model: Annotated[Path, typer.Argument(help="Model directory (checkpoint or package).")],
-    input: Annotated[Path, typer.Option("--input", help="Tweets to classify, .csv or .xlsx.")],
-    output: Annotated[Path, typer.Option(help="Where to write rows with labels, .csv or .xlsx.")],
-    sheet: Annotated[str | None, typer.Option(help="Sheet to read (default: the first).")] = None,
-    text_column: Annotated[
-        str | None, typer.Option(help="Text column (default: tweet_text, Tweet or text).")
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Model directory (checkpoint or package) [default: the shipped model].", show_default=False
+        ),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="Texts per inference call.")] = 64,
-    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    *,
+    input: Annotated[
+        str,
+        typer.Option(
+            "--input",
+            help="Tweets to classify: a file, a directory or a quoted glob of .csv, .tsv, .parquet, "
+            ".jsonl or .xlsx files (CSV and JSON Lines may be compressed).",
+        ),
+    ],
+    output: Annotated[
+        Path,
+        typer.Option(
+            help="A .parquet, .csv or .xlsx file, or a directory of numbered part files (Parquet "
+            "unless --output-format says otherwise: what large inputs want)."
+        ),
+    ],
+    options: PredictOptions,
+    ray_options: RayOptions,
 ) -> None:
-    """Classify every row of a file and write it back with label and score columns."""
-    from .engine import Classifier
-    from .prediction import predict_file
+    """Classify every row of files of any size and write them back with label and score columns.
 
-    classifier = Classifier.load(model)
-    result = predict_file(
-        classifier,
-        input,
-        output,
-        sheet=sheet,
-        text_column=text_column,
-        batch_size=batch_size,
-        progress=progress,
-    )
-    shares = result["label"].value_counts().to_dict()
-    typer.echo(f"wrote {len(result)} rows to {output}; labels {shares}")
+    Reads, scores and writes a chunk at a time, so memory stays bounded. Rows without text or with
+    too much are kept, marked with the reason, and counted at the end. After an interruption, the
+    same command again resumes after the last complete part file. With --ray, the same scoring runs
+    on Ray Data, on this machine or on a cluster, with the same output.
+    """
+    from .config import default_model_dir
+
+    model = model or default_model_dir()
+    if ray_options.enabled:
+        from .batch.ray_data import predict_on_ray
+
+        report = predict_on_ray(model, input, output, options, ray_options)
+    else:
+        from .batch.runner import predict_files
+        from .engine import Classifier
+
+        # spinning threads buy latency with idle CPU; a batch job wants throughput, and halves it
+        # with spin on when other work shares the cores
+        classifier = Classifier.load(model, threads=options.threads, spin=False)
+        report = predict_files(classifier, input, output, options, log=_stderr)
+    typer.echo(report.summary())
 
 
 @app.command()

@@ -25,6 +25,8 @@ TEXT = "text"
 LABEL = "label"
 SPLITS = ("train", "validation", "test")
 EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+JSON_LINES_SUFFIXES = {".jsonl", ".ndjson"}
 
 
 class DataSpec(BaseModel):
@@ -91,7 +93,8 @@ class Splits:
 
 
 def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
-    """Read a CSV or Excel file (one sheet, by name) into a frame, with errors that name the file."""
+    """Read a CSV, Excel (one sheet, by name), Parquet or JSON Lines file into a frame, with errors
+    that name the file. Files too large for memory are for ``predict``, which streams them."""
     require("pandas")
     import pandas as pd
 
@@ -101,6 +104,8 @@ def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in {".xlsx", ".xlsm"}:
         require("openpyxl")  # inside the try below it would become "cannot read it as xlsx"
+    if suffix in PARQUET_SUFFIXES:
+        require("pyarrow")
     try:
         if suffix in EXCEL_SUFFIXES:
             with pd.ExcelFile(path) as book:
@@ -112,11 +117,16 @@ def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
                 return book.parse(sheet)
         if suffix in {".csv", ".tsv", ".txt"}:
             return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
+        if suffix in PARQUET_SUFFIXES:
+            return pd.read_parquet(path)
+        if suffix in JSON_LINES_SUFFIXES:
+            # values as written: no digits turned into numbers, no strings into dates
+            return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
     except DataError:
         raise
     except Exception as exc:  # pandas raises many kinds; one clear line is what the user needs
         raise DataError(f"{path}: cannot read it as {suffix[1:]}: {exc}") from exc
-    raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv or .xlsx")
+    raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .xlsx, .parquet or .jsonl")
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> Path:

@@ -36,7 +36,9 @@ def test_image_is_multi_stage_non_root_and_health_checked() -> None:
     assert "USER 10001:10001" in runtime
     assert any(line.startswith("HEALTHCHECK") for line in runtime)
     assert 'ENTRYPOINT ["sentiment-api", "serve"]' in runtime
-    assert 'pip install --no-compile ".[serve]"' in DOCKERFILE.read_text()
+    # the serving install by default; --build-arg EXTRAS=serve,ray for the Ray image
+    assert "ARG EXTRAS=serve" in lines
+    assert 'pip install --no-compile ".[${EXTRAS}]"' in DOCKERFILE.read_text()
 
 
 def test_serving_install_needs_neither_torch_nor_transformers() -> None:

@@ -1,0 +1,102 @@
+"""XLSX input, read with openpyxl in read-only mode: a row at a time, whatever the sheet's size.
+
+Every cell is read as text (``str`` of what openpyxl returns), so a column keeps one type from the
+first chunk to the last; empty rows at the end of a sheet are dropped, as pandas drops them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from ..errors import DataError
+from ..extras import require
+
+if TYPE_CHECKING:
+    import pyarrow as pa
+
+
+@contextmanager
+def workbook(file: Path) -> Iterator[Any]:
+    """An openpyxl workbook in read-only mode, closed on exit (read-only mode keeps the file open)."""
+    require("openpyxl")
+    import openpyxl
+
+    book = openpyxl.load_workbook(file, read_only=True, data_only=True)
+    try:
+        yield book
+    finally:
+        book.close()
+
+
+def sheet_of(book: Any, file: Path, sheet: str | None) -> Any:
+    """The sheet named ``sheet`` (the first if None), or a :class:`DataError` naming the sheets."""
+    if sheet is None:
+        return book.worksheets[0]
+    if sheet not in book.sheetnames:
+        raise DataError(f"{file}: no sheet named {sheet!r}; sheets: {', '.join(book.sheetnames)}")
+    return book[sheet]
+
+
+def xlsx_columns(file: Path, sheet: str | None) -> list[str]:
+    """The column names of a sheet, from its first row."""
+    with workbook(file) as book:
+        header = next(sheet_of(book, file, sheet).iter_rows(max_row=1, values_only=True), ())
+    return header_names(header)
+
+
+def xlsx_rows(file: Path, sheet: str | None) -> int | None:
+    """The data rows a sheet says it has (trailing empty rows included), or None if it does not say."""
+    with workbook(file) as book:
+        last = sheet_of(book, file, sheet).max_row
+    return None if last is None else max(0, last - 1)
+
+
+def header_names(header: tuple[Any, ...]) -> list[str]:
+    """Column names from a header row, as pandas makes them: blanks ``Unnamed: i``, repeats ``x.1``."""
+    names: list[str] = []
+    for index, value in enumerate(header):
+        name = f"Unnamed: {index}" if value is None else str(value)
+        base, count = name, 0
+        while name in names:
+            count += 1
+            name = f"{base}.{count}"
+        names.append(name)
+    return names
+
+
+def xlsx_tables(file: Path, sheet: str | None, chunk_rows: int) -> Iterator[pa.Table]:
+    """The rows of one sheet, as text, ``chunk_rows`` at a time."""
+    with workbook(file) as book:
+        rows = sheet_of(book, file, sheet).iter_rows(values_only=True)
+        names = header_names(next(rows, ()))
+        chunk: list[tuple[Any, ...]] = []
+        blank = 0  # empty rows seen but not kept yet: kept only if a row with data follows
+        for row in rows:
+            if all(value is None for value in row):
+                blank += 1
+                continue
+            chunk.extend([()] * blank)
+            blank = 0
+            chunk.append(row)
+            while len(chunk) >= chunk_rows:
+                yield _text_table(chunk[:chunk_rows], names)
+                chunk = chunk[chunk_rows:]
+        if chunk:
+            yield _text_table(chunk, names)
+
+
+def _text_table(rows: list[tuple[Any, ...]], names: list[str]) -> pa.Table:
+    require("pyarrow")
+    import pyarrow as pa
+
+    columns: list[list[str | None]] = [[] for _ in names]
+    for row in rows:
+        for index, column in enumerate(columns):
+            value = row[index] if index < len(row) else None
+            column.append(None if value is None else str(value))
+    return pa.table(
+        {name: pa.array(column, pa.string()) for name, column in zip(names, columns, strict=True)}
+    )
