@@ -306,3 +306,32 @@ def test_rows_reported_early_answer_their_request_before_the_batch_ends() -> Non
     assert early_rows == [[1, 1], [4, 2]]
     assert still_running
     assert late_rows == [[3, 1]]
+
+
+def test_a_lone_batch_gets_every_core_and_batches_under_load_get_the_streams() -> None:
+    async def main():
+        streams, solo = RecordingModel(), RecordingModel()
+        busy: list[int] = []
+        batcher = MicroBatcher(streams, replace(LIMITS, streams=2), on_busy=busy.append, solo_infer=solo)
+        batcher.start()
+        # nothing runs and nothing waits: the solo session (every core) takes it, holding both streams
+        solo.gate.clear()
+        lone = await held(batcher, solo, [[1, 2]])
+        assert busy[-1] == 2
+        # meanwhile two more arrive: no stream is free, so they wait for the lone batch
+        first = batcher.enqueue([[3]], later())
+        second = batcher.enqueue([[4]], later())
+        await asyncio.sleep(0.01)
+        assert streams.calls == []
+        streams.gate.clear()
+        solo.gate.set()
+        assert (await lone).probabilities.tolist() == [[3.0, 2.0]]
+        # the queue was not empty when their batches formed: each is shared to a stream, single-threaded
+        assert await asyncio.to_thread(streams.entered.wait, 5)
+        streams.gate.set()
+        await asyncio.gather(first, second)
+        assert solo.calls == [[[1, 2]]] and sorted(streams.calls) == [[[3]], [[4]]]
+        await batcher.stop()
+        assert busy[-1] == 0
+
+    run(main())

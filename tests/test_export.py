@@ -7,7 +7,7 @@ import pytest
 
 from sentiment_api.engine import Classifier, OnnxBackend
 from sentiment_api.errors import ConfigError, GateError
-from sentiment_api.export import build_package
+from sentiment_api.export import build_package, quantise_onnx
 from sentiment_api.gate import GateThresholds
 from sentiment_api.model_card import ModelCard
 
@@ -27,6 +27,11 @@ def test_int8_package_has_model_tokenizer_and_extended_card(trained_tiny_bert, t
     assert saved.gate.passed and not saved.gate.override
     assert saved.gate.onnx_vs_pytorch_max_probability_diff is not None
     assert saved.gate.onnx_vs_pytorch_max_probability_diff <= 1e-4
+    # the default int8 scheme: ranges fixed by calibration, so a tweet's answer ignores its batch
+    assert saved.package.quantisation == "static"
+    assert saved.gate.batch_invariance_max_probability_diff is not None
+    assert saved.gate.batch_invariance_max_probability_diff <= 1e-6
+    assert saved.gate.batch_invariance_label_flips == 0
     assert saved.source.metrics["test"].n == 6
     assert set(saved.metrics) == {"validation", "test"}
     assert isinstance(Classifier.load(out).backend, OnnxBackend)
@@ -98,3 +103,23 @@ def test_export_command_exits_non_zero_with_the_figures(trained_tiny_bert, tiny_
     assert result.returncode == 1
     assert "accuracy gate failed: int8 validation macro-F1" in result.stderr
     assert "--accept-gate-failure" in result.stderr
+
+
+def test_static_int8_without_calibration_tweets_is_refused(tmp_path) -> None:
+    with pytest.raises(ConfigError, match="calibration tweets"):
+        quantise_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", "static", [])
+
+
+def test_dynamic_int8_makes_answers_depend_on_the_batch_and_the_gate_says_so(
+    trained_tiny_bert, tiny_csv, tmp_path
+) -> None:
+    card = build_package(
+        trained_tiny_bert,
+        tmp_path / "p",
+        tiny_csv,
+        scheme="dynamic",
+        accept_gate_failure=True,
+        log=lambda _: None,
+    )
+    assert card.gate is not None and card.gate.batch_invariance_max_probability_diff is not None
+    assert card.gate.batch_invariance_max_probability_diff > 1e-6  # per-tensor scales over the batch

@@ -87,8 +87,11 @@ class MicroBatcher:
         on_batch: Callable[[BatchStats], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
         on_busy: Callable[[int], None] | None = None,
+        solo_infer: Infer | None = None,
     ) -> None:
         self.infer = infer
+        # runs a batch with every core, when it is the only work there is (see _collect)
+        self.solo_infer = solo_infer
         self.limits = limits
         self._on_batch = on_batch
         self._on_depth = on_depth
@@ -272,14 +275,22 @@ class MicroBatcher:
                 self._free_streams.release()
                 continue
             self._had_company = len(batch) > 1
-            self._busy_streams += 1
+            streams = 1
+            if self.solo_infer is not None and self._busy_streams == 0 and not self._queue:
+                # light traffic: nothing else runs or waits, so this batch gets every core; the other
+                # streams are free, so taking them returns at once, and no batch starts beside it
+                for _ in range(self.limits.streams - 1):
+                    await self._free_streams.acquire()
+                streams = self.limits.streams
+            self._busy_streams += streams
             self._report_busy()
-            task = loop.create_task(self._run(batch, loop))
+            task = loop.create_task(self._run(batch, loop, streams))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
 
-    async def _run(self, batch: list[_Job], loop: asyncio.AbstractEventLoop) -> None:
-        """Run one batch on a free inference thread; each job gets its rows as soon as they are done."""
+    async def _run(self, batch: list[_Job], loop: asyncio.AbstractEventLoop, streams: int = 1) -> None:
+        """Run one batch on a free inference thread (with every core when it holds every stream); each
+        job gets its rows as soon as they are done."""
         ids = [row for job in batch for row in job.ids]
         missing = [len(job.ids) for job in batch]  # rows of each job not answered yet
         owner = np.repeat(np.arange(len(batch)), missing)
@@ -305,19 +316,21 @@ class MicroBatcher:
         def on_rows(indices: np.ndarray, probabilities: np.ndarray) -> None:  # on this batch's thread
             loop.call_soon_threadsafe(deliver, indices.copy(), probabilities.copy())
 
+        infer = self.solo_infer if streams > 1 and self.solo_infer is not None else self.infer
         try:
-            probabilities = await loop.run_in_executor(self._executor, self.infer, ids, on_rows)
+            probabilities = await loop.run_in_executor(self._executor, infer, ids, on_rows)
         except Exception as exc:  # a broken model fails these requests, not the collector
             for job in batch:
                 if not job.future.done():
                     job.future.set_exception(exc)
             return
         finally:
-            self._busy_streams -= 1
+            self._busy_streams -= streams
             self._report_busy()
-            self._free_streams.release()
+            for _ in range(streams):
+                self._free_streams.release()
         seconds = monotonic() - started
-        per_text = seconds / len(ids) / self.limits.streams
+        per_text = seconds * streams / len(ids) / self.limits.streams
         self._seconds_per_text = (
             0.8 * self._seconds_per_text + 0.2 * per_text if self._speed_known else per_text
         )

@@ -15,7 +15,7 @@ import shutil
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -132,7 +132,13 @@ def _in_child(function: Callable[..., dict[str, Any]], *args: Any) -> dict[str, 
         return pool.apply(function, args)
 
 
-def prepare_variants(target: Path, work: Path, scheme: str, log: Callable[[str], None]) -> dict[str, Path]:
+def prepare_variants(
+    target: Path,
+    work: Path,
+    scheme: str,
+    log: Callable[[str], None],
+    calibration_texts: Sequence[str] = (),
+) -> dict[str, Path]:
     """Model directories per variant: a checkpoint yields all four; a package only itself."""
     from .export import export_variants, onnx_facts
     from .tokenization import TOKENIZER_FILE
@@ -141,7 +147,7 @@ def prepare_variants(target: Path, work: Path, scheme: str, log: Callable[[str],
     if card.variant != "pytorch":
         return {card.variant: target}
     variants = {"pytorch": target}
-    paths, _ = export_variants(target, work, "onnx-int8", scheme, log)
+    paths, _ = export_variants(target, work, "onnx-int8", scheme, log, calibration_texts)
     for variant, path in paths.items():
         package = work / variant
         package.mkdir()
@@ -161,7 +167,7 @@ def run_bench(
     batch_size: int = 64,
     repeats: int = 5,
     speed_only: bool = False,
-    scheme: str = "hybrid",
+    scheme: str = "static",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
     """Measure every variant of ``target`` on the test split of ``data_path``."""
@@ -171,7 +177,8 @@ def run_bench(
     truth = None if speed_only else splits.test[LABEL].tolist()
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="sentiment-bench-") as work:
-        variants = prepare_variants(Path(target), Path(work), scheme, log)
+        calibration = splits.train[TEXT].tolist()
+        variants = prepare_variants(Path(target), Path(work), scheme, log, calibration)
         for index, (variant, directory) in enumerate(variants.items(), start=1):
             log(f"[{index}/{len(variants)}] measuring {variant}")
             row = _in_child(measure_variant, str(directory), texts, truth, threads, batch_size, repeats)

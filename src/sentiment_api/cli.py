@@ -269,12 +269,15 @@ def predict(
         report = predict_on_ray(model, input, output, options, ray_options)
     else:
         from .batch.runner import predict_files
+        from .batch.scoring import stream_scorer
         from .engine import Classifier
 
         # spinning threads buy latency with idle CPU; a batch job wants throughput, and halves it
         # with spin on when other work shares the cores
-        classifier = Classifier.load(model, threads=options.threads, spin=False)
-        report = predict_files(classifier, input, output, options, log=_stderr)
+        classifier = Classifier.load(model, threads=1, spin=False)
+        streams, threads = options.stream_layout()
+        score = stream_scorer(classifier, streams, threads, options.batch_size)
+        report = predict_files(classifier, input, output, options, score=score, log=_stderr)
     typer.echo(report.summary())
 
 
@@ -286,7 +289,12 @@ def export(
     out: Annotated[Path, typer.Option(help="Model package directory to create.")],
     data: Annotated[Path, typer.Option(help="The labelled file, for the accuracy gate.")],
     variant: Annotated[str, typer.Option(help="onnx, onnx-optimised or onnx-int8.")] = "onnx-int8",
-    quantisation: Annotated[str, typer.Option(help="int8 scheme: hybrid or dynamic.")] = "hybrid",
+    quantisation: Annotated[
+        str,
+        typer.Option(
+            help="int8 scheme: static (calibrated on training tweets; batch-invariant), hybrid or dynamic."
+        ),
+    ] = "static",
     thresholds: GateThresholds,
     accept_gate_failure: Annotated[
         bool, typer.Option(help="Package a model that failed the gate (recorded in its card).")
@@ -327,7 +335,12 @@ def bench(
     batch_size: Annotated[int, typer.Option(min=1, help="Texts per inference call.")] = 64,
     repeats: Annotated[int, typer.Option(min=1, help="Timed repeats; the median is reported.")] = 5,
     speed_only: Annotated[bool, typer.Option(help="Skip accuracy (for models with random weights).")] = False,
-    quantisation: Annotated[str, typer.Option(help="int8 scheme: hybrid or dynamic.")] = "hybrid",
+    quantisation: Annotated[
+        str,
+        typer.Option(
+            help="int8 scheme: static (calibrated on training tweets; batch-invariant), hybrid or dynamic."
+        ),
+    ] = "static",
 ) -> None:
     """Accuracy, throughput, latency, size and memory of every variant; table, JSON and chart."""
     from .bench import format_table, run_bench, write_bench

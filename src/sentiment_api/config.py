@@ -68,6 +68,14 @@ class Settings(BaseSettings):
         le=256,
         description="ONNX Runtime threads per stream (default: cores / streams).",
     )
+    solo_threads: int | None = Field(
+        None,
+        ge=0,
+        le=256,
+        description="ONNX Runtime threads for a batch that arrives while every stream is idle and "
+        "nothing else waits (default: every core; 0 or 1 turns it off). Light traffic then gets every "
+        "core and answers sooner; under load the streams take over (measured in BENCHMARKS.md).",
+    )
     spin: bool = Field(
         False, description="Let ONNX Runtime threads spin while idle: lower latency, CPU burnt while idle."
     )
@@ -268,6 +276,10 @@ class Settings(BaseSettings):
     def inference_streams(self) -> int:
         """Batches each process runs at once: the setting, or one per core (per ``threads`` cores)."""
         return self.streams or max(1, (os.cpu_count() or 1) // (self.threads or 1))
+
+    def inference_solo_threads(self) -> int:
+        """Threads of a lone batch: the setting, or every core."""
+        return (os.cpu_count() or 1) if self.solo_threads is None else self.solo_threads
 
     def inference_threads(self) -> int:
         """ONNX Runtime threads per stream: the setting, or the cores shared among the streams."""

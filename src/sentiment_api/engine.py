@@ -120,6 +120,7 @@ class OnnxBackend:
         options.enable_cpu_mem_arena = True
         options.enable_mem_pattern = False
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+        self.path = Path(path)
         try:
             self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -160,6 +161,12 @@ class Classifier:
         else:
             backend = TorchBackend.load(directory, threads)
         return cls(backend, tokenizer, card)
+
+    def with_threads(self, threads: int, spin: bool = True) -> Classifier:
+        """The same ONNX model in a session of its own with ``threads`` threads (same tokenizer, card)."""
+        if not isinstance(self.backend, OnnxBackend):
+            raise ModelError("only an ONNX package can run in another session")
+        return Classifier(OnnxBackend(self.backend.path, threads, spin), self.tokenizer, self.card)
 
     def probabilities_of_clean(
         self, texts: Sequence[str], batch_size: int = 64

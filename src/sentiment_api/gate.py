@@ -8,11 +8,17 @@ in the package's model card.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 from pydantic import AliasChoices, BaseModel, Field
 
 from .evaluation import score_probabilities
+
+if TYPE_CHECKING:
+    from .engine import Classifier
+
+BATCH_PARTNERS = 7  # a tweet shares each batch with this many random others
 
 
 class GateThresholds(BaseModel):
@@ -28,6 +34,12 @@ class GateThresholds(BaseModel):
     max_macro_f1_drop: float = Field(
         0.01, description="Largest drop of validation macro-F1 from fp32 to int8."
     )
+    max_batch_probability_diff: float = Field(
+        1e-3,
+        description="Largest |Δp| of a validation tweet between running alone and inside a padded "
+        "batch of random others (the packaged model); any label flip fails too.",
+    )
+    invariance_samples: int = Field(200, ge=1, description="Validation tweets checked for batch invariance.")
 
 
 class GateReport(BaseModel):
@@ -49,6 +61,12 @@ class GateReport(BaseModel):
     fp32_validation_macro_f1: float | None = None
     int8_validation_macro_f1: float | None = None
     int8_macro_f1_drop: float | None = None
+    batch_invariance_max_probability_diff: float | None = Field(
+        None, description="Largest |Δp| of a tweet alone against inside padded batches of others."
+    )
+    batch_invariance_label_flips: int | None = Field(
+        None, description="Tweets whose label changed between alone and inside a batch."
+    )
 
     def figures(self) -> dict[str, float]:
         """The measured figures, without thresholds, verdict or the ones not measured."""
@@ -105,5 +123,37 @@ def run_gate(
                 f"int8 validation macro-F1 {f1_int8:.4f} is {drop:.4f} below fp32 {f1_full:.4f} "
                 f"> {thresholds.max_macro_f1_drop}"
             )
+    report.passed = not report.failures
+    return report
+
+
+def check_batch_invariance(
+    report: GateReport, classifier: Classifier, texts: Sequence[str], seed: int = 0
+) -> GateReport:
+    """Each of ``thresholds.invariance_samples`` texts alone against inside one padded batch with
+    random others: a served tweet's answer must not depend on who else is asking at that moment."""
+    from .engine import softmax
+
+    thresholds = report.thresholds
+    rng = np.random.default_rng(seed)
+    ids = classifier.tokenizer.encode(list(texts)).ids
+    chosen = rng.choice(len(ids), min(thresholds.invariance_samples, len(ids)), replace=False)
+    worst, flips = 0.0, 0
+    for index in chosen:
+        alone = classifier.probabilities_of_ids([ids[index]])[0]
+        others = rng.choice(len(ids), min(BATCH_PARTNERS, len(ids) - 1) or 1, replace=False)
+        rows = [ids[index], *(ids[other] for other in others)]
+        input_ids, attention_mask = classifier.tokenizer.pad(rows)  # one tensor, padded to the longest
+        together = softmax(classifier.backend.logits(input_ids, attention_mask))[0]
+        worst = max(worst, float(np.abs(together - alone).max()))
+        flips += int(together.argmax() != alone.argmax())
+    report.batch_invariance_max_probability_diff = worst
+    report.batch_invariance_label_flips = flips
+    if worst > thresholds.max_batch_probability_diff or flips:
+        report.failures.append(
+            f"a tweet's answer depends on its batch: |Δp| up to {worst:.2e} "
+            f"(> {thresholds.max_batch_probability_diff:.0e} fails) and {flips} label flip(s) in "
+            f"{len(chosen)} tweets run alone and inside padded batches of others"
+        )
     report.passed = not report.failures
     return report

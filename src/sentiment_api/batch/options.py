@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 from pydantic import BaseModel, Field
 
 from .formats import InputFormat, OutputFormat
@@ -9,6 +11,12 @@ from .formats import InputFormat, OutputFormat
 
 class PredictOptions(BaseModel):
     """How files are read, scored and written by batch prediction."""
+
+    def stream_layout(self) -> tuple[int, int]:
+        """Streams and ONNX Runtime threads per stream: one single-threaded stream per core unless set."""
+        cores = os.cpu_count() or 1
+        streams = self.streams or max(1, cores // (self.threads or 1))
+        return streams, self.threads or max(1, cores // streams)
 
     text_column: str | None = Field(
         None, description="Column holding the text (default: the first of tweet_text, Tweet, text, tweet)."
@@ -22,13 +30,12 @@ class PredictOptions(BaseModel):
         description="Format of the output (default: from its suffix; a directory gets Parquet part files).",
     )
     batch_size: int = Field(
-        1,
+        32,
         ge=1,
         le=4096,
-        description="Texts per inference call. With 1 a row's scores depend on its text alone; the int8 "
-        "model quantises activations per batch, so with more a score also depends on the rows batched "
-        "with it, and --ray, other chunk sizes and resumed runs no longer agree to the digit. On one "
-        "thread per core 1 is as fast as 64 (BENCHMARKS.md).",
+        description="Texts per inference call, grouped by length. The default int8 scheme (static) gives "
+        "a row the same scores whatever it is batched with; packages quantised with the dynamic or hybrid "
+        "scheme do not, so with those pass 1 for scores that --ray and resumed runs repeat to the digit.",
     )
     chunk_rows: int = Field(
         1024, ge=1, le=1_000_000, description="Rows read, scored and written at a time; memory grows with it."
@@ -44,7 +51,16 @@ class PredictOptions(BaseModel):
     column_prefix: str = Field(
         "", description="Put before the names of the added columns (label, score, ...), e.g. pred_."
     )
-    threads: int | None = Field(None, ge=1, description="ONNX Runtime threads (default: every core).")
+    streams: int | None = Field(
+        None,
+        ge=1,
+        le=64,
+        description="Sessions scoring slices of each chunk at once, as the server's streams (default: one "
+        "per core).",
+    )
+    threads: int | None = Field(
+        None, ge=1, description="ONNX Runtime threads per stream (default: cores / streams)."
+    )
     overwrite: bool = Field(
         False, description="Replace the part files of an earlier run with other settings or input."
     )

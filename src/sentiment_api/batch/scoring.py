@@ -2,8 +2,8 @@
 
 Scoring itself is one call, :data:`ScoreChunk`: normalised texts in, probabilities out. The runner on
 one machine and the Ray actors both build a :class:`ChunkScorer` around one, so they give the same
-rows; running the call on the engine's parallel streams instead of one session is a matter of
-passing another function.
+rows; :func:`stream_scorer` runs the call on parallel streams (one ONNX Runtime session per core,
+as the server does) instead of one session.
 
 Rows that cannot be scored (no text, only blanks, longer than the limit) never stop a run: they are
 kept with empty prediction columns and the reason in the reason column.
@@ -12,7 +12,9 @@ kept with empty prediction columns and the reason in the reason column.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
@@ -51,6 +53,33 @@ def classifier_scorer(classifier: Classifier, batch_size: int = 1) -> ScoreChunk
     def score(texts: Sequence[str]) -> Scores:
         probabilities, encoded = classifier.probabilities_of_clean(texts, batch_size)
         return Scores(probabilities, encoded.truncated)
+
+    return score
+
+
+def stream_scorer(classifier: Classifier, streams: int, threads: int, batch_size: int) -> ScoreChunk:
+    """Score each chunk on ``streams`` sessions at once, ``threads`` each: the chunk is cut into as
+    many slices, one per session, as the server runs its batches. With a batch-invariant model
+    (the ``static`` int8 scheme) the scores are the ones a single session gives."""
+    if streams <= 1:
+        return classifier_scorer(classifier.with_threads(threads, spin=False), batch_size)
+    sessions = [classifier.with_threads(threads, spin=False) for _ in range(streams)]
+    pool = ThreadPoolExecutor(streams, thread_name_prefix="stream")  # ONNX Runtime releases the GIL
+
+    def score_slice(session: Classifier, texts: Sequence[str]) -> Scores:
+        if not texts:
+            return Scores(np.zeros((0, len(session.labels)), dtype=np.float32), [])
+        probabilities, encoded = session.probabilities_of_clean(texts, batch_size)
+        return Scores(probabilities, encoded.truncated)
+
+    def score(texts: Sequence[str]) -> Scores:
+        bounds = np.linspace(0, len(texts), streams + 1).astype(int)
+        slices = [texts[start:end] for start, end in pairwise(bounds)]
+        parts = list(pool.map(score_slice, sessions, slices))
+        return Scores(
+            np.concatenate([part.probabilities for part in parts]),
+            [cut for part in parts for cut in part.truncated],
+        )
 
     return score
 

@@ -56,6 +56,7 @@ class SentimentService:
         self.settings = settings
         self.metrics = metrics
         self.classifier = classifier
+        self.solo: Classifier | None = None  # the same model with every core, for lone batches
         self.batcher: MicroBatcher | None = None
         self.state = State.LOADING
         self.version: str | None = None
@@ -89,13 +90,16 @@ class SentimentService:
                 self.classifier = await asyncio.to_thread(
                     Classifier.load, settings.model, settings.inference_threads(), settings.spin
                 )
+            streams, solo_threads = settings.inference_streams(), settings.inference_solo_threads()
+            if streams > 1 and solo_threads > settings.inference_threads():
+                self.solo = await asyncio.to_thread(self.classifier.with_threads, solo_threads, settings.spin)
             limits = BatchLimits(
                 max_batch_size=settings.max_batch_size,
                 max_wait_s=settings.max_wait_ms / 1000,
                 token_budget=settings.token_budget,
                 queue_size=settings.queue_size,
                 max_queue_wait_s=settings.max_queue_wait_ms / 1000,
-                streams=settings.inference_streams(),
+                streams=streams,
             )
             self.batcher = MicroBatcher(
                 self._infer,
@@ -103,6 +107,7 @@ class SentimentService:
                 self.metrics.record_batch,
                 self.metrics.queue_depth.set,
                 self.metrics.streams_busy.set,
+                solo_infer=self._infer_solo if self.solo is not None else None,
             )
             self.metrics.streams.set(limits.streams)
             self.batcher.start()
@@ -130,13 +135,19 @@ class SentimentService:
         assert self.classifier is not None
         return self.classifier.probabilities_of_ids(ids, self.settings.bucket_size, on_rows)
 
+    def _infer_solo(self, ids: list[Sequence[int]], on_rows: OnRows | None = None) -> np.ndarray:
+        assert self.solo is not None
+        return self.solo.probabilities_of_ids(ids, self.settings.bucket_size, on_rows)
+
     def _warm_up(self) -> None:
         """Run the shapes traffic will bring once, so the first requests do not pay for allocation."""
         assert self.classifier is not None
         short, long = self.classifier.tokenizer.encode(["warm up", "warm up " * 512]).ids
+        infers = [self._infer] if self.solo is None else [self._infer, self._infer_solo]
         for size in sorted({1, min(8, self.settings.max_batch_size), self.settings.max_batch_size}):
             for row in (short, long):
-                self._infer([row] * size)
+                for infer in infers:
+                    infer([row] * size)
 
     def card(self) -> dict[str, Any]:
         """The model card without local paths (or :class:`NotReadyError` before it is loaded)."""

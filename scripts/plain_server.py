@@ -1,0 +1,64 @@
+"""A plain FastAPI + ONNX Runtime server: the baseline our service is compared with.
+
+What a team would write in an afternoon: one ONNX Runtime session with every core, one request at a
+time through it (no batching, no streams), the same ``model.onnx`` and ``tokenizer.json`` as our
+package and the same text normalisation, so both servers do the same work per tweet.
+
+Usage: python scripts/plain_server.py MODEL_DIR [--port 8098]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import uvicorn
+from fastapi import FastAPI
+from pydantic import BaseModel
+from tokenizers import Tokenizer
+
+from sentiment_api.text import get_normaliser
+
+
+class Request(BaseModel):
+    text: str
+
+
+def build_app(model_dir: Path) -> FastAPI:
+    card = json.loads((model_dir / "model_card.json").read_text())
+    labels, normalise = card["labels"], get_normaliser(card["normaliser"])
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(card["max_length"])
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = os.cpu_count() or 1
+    session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
+    app = FastAPI()
+
+    @app.post("/predict")
+    def predict(request: Request) -> dict[str, object]:  # a plain def: FastAPI runs it in its thread pool
+        ids = np.array([tokenizer.encode(normalise(request.text)).ids], dtype=np.int64)
+        logits = session.run(None, {"input_ids": ids, "attention_mask": np.ones_like(ids)})[0][0]
+        exp = np.exp(logits - logits.max())
+        probabilities = exp / exp.sum()
+        best = int(probabilities.argmax())
+        return {"sentiment": [{"label": labels[best], "score": float(probabilities[best])}]}
+
+    return app
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", type=Path)
+    parser.add_argument("--port", type=int, default=8098)
+    args = parser.parse_args()
+    uvicorn.run(
+        build_app(args.model), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+    )
+
+
+if __name__ == "__main__":
+    main()
