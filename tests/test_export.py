@@ -107,7 +107,7 @@ def test_export_command_exits_non_zero_with_the_figures(trained_tiny_bert, tiny_
 
 def test_static_int8_without_calibration_tweets_is_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="calibration tweets"):
-        quantise_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", "static", [])
+        quantise_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", "static", None)
 
 
 def test_dynamic_int8_makes_answers_depend_on_the_batch_and_the_gate_says_so(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -28,9 +27,25 @@ from .extras import require
 from .files import file_sha256, staged_directory
 from .gate import GateThresholds, check_batch_invariance, run_gate
 from .model_card import ModelCard, PackageRecord, SourceRecord, library_versions
-from .tokenization import TOKENIZER_FILE, TweetTokenizer
+from .quantise import (
+    CALIBRATION_TWEETS,
+    DEFAULT_SCHEME,
+    QUANTISATION_SCHEMES,
+    calibration_feeds,
+    quantise_onnx,
+)
+from .tokenization import TOKENIZER_FILE
 
-__all__ = ["VARIANTS", "GateThresholds", "build_package", "export_onnx", "export_variants", "run_gate"]
+__all__ = [
+    "QUANTISATION_SCHEMES",
+    "VARIANTS",
+    "GateThresholds",
+    "build_package",
+    "export_onnx",
+    "export_variants",
+    "quantise_onnx",
+    "run_gate",
+]
 
 
 def _probabilities(classifier: Classifier, texts: list[str]) -> np.ndarray:
@@ -83,148 +98,6 @@ def optimise_onnx(source: Path, target: Path, checkpoint: Path) -> dict[str, int
     return {op: n for op, n in model.get_fused_operator_statistics().items() if n}
 
 
-QUANTISATION_SCHEMES = ("static", "hybrid", "dynamic")
-DEFAULT_SCHEME = "static"
-CALIBRATION_TWEETS = 300
-CALIBRATION_PERCENTILE = 99.999
-
-
-def calibration_feeds(
-    checkpoint: Path, texts: Sequence[str], count: int = CALIBRATION_TWEETS, seed: int = 0
-) -> list[dict[str, np.ndarray]]:
-    """Model inputs for calibrating activation ranges: ``count`` training tweets drawn at random,
-    one per feed, each padded to the model's ``max_length`` (ONNX Runtime's histogram calibrators
-    need every feed to have one shape)."""
-    card = ModelCard.load(checkpoint)
-    tokenizer = TweetTokenizer.from_file(checkpoint, card.max_length, card.pad_token_id)
-    chosen = np.random.default_rng(seed).permutation(len(texts))[:count]
-    feeds = []
-    for row in tokenizer.encode([texts[index] for index in chosen]).ids:
-        input_ids = np.full((1, card.max_length), card.pad_token_id, dtype=np.int64)
-        attention_mask = np.zeros((1, card.max_length), dtype=np.int64)
-        input_ids[0, : len(row)], attention_mask[0, : len(row)] = row, 1
-        feeds.append({"input_ids": input_ids, "attention_mask": attention_mask})
-    return feeds
-
-
-def quantise_onnx(
-    source: Path,
-    target: Path,
-    scheme: str = DEFAULT_SCHEME,
-    calibration: Sequence[dict[str, np.ndarray]] = (),
-) -> None:
-    """Quantise to int8.
-
-    ``static`` (default; reads the plain fp32 export and needs ``calibration`` feeds): the dense
-    ``MatMul`` layers get int8 weights per output channel and int8 activations whose ranges are
-    fixed ahead of time, at the 99.999th percentile of what calibration tweets produce (min/max
-    ranges, set by a few outliers after GELU, cost 2 points of agreement). ONNX Runtime runs them
-    as ``MatMulIntegerToFloat`` (U8S8, native to VNNI and AMX). Fixed ranges also make a tweet's
-    answer independent of whatever else is in its batch. Embedding tables become int8 too.
-
-    ``dynamic``: ONNX Runtime's dynamic quantisation everywhere, per channel; activation scales are
-    computed per tensor at run time, so over the whole padded batch: answers depend on the batch.
-
-    ``hybrid``: the fused attention and embedding ops as ``dynamic``, the dense layers as 8-bit
-    ``MatMulNBits`` (blocks of 128, ``accuracy_level=4``). Accurate, but on CPUs where the
-    ``MatMulNBits`` kernels are weak it is barely faster than fp32, and the attention's per-tensor
-    scales still make answers depend on the batch.
-    """
-    require("onnx")
-    require("onnxruntime.quantization")
-    if scheme not in QUANTISATION_SCHEMES:
-        raise ConfigError(f"unknown quantisation scheme {scheme!r}; choose {QUANTISATION_SCHEMES}")
-    if scheme == "static":
-        if not calibration:
-            raise ConfigError("the static int8 scheme needs calibration tweets: give the training data")
-        _quantise_static(source, target, calibration)
-    else:
-        _quantise_dynamic(source, target, hybrid=scheme == "hybrid")
-
-
-def _quantise_static(source: Path, target: Path, calibration: Sequence[dict[str, np.ndarray]]) -> None:
-    import onnx
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        CalibrationMethod,
-        QuantFormat,
-        QuantType,
-        quant_pre_process,
-        quantize_dynamic,
-        quantize_static,
-    )
-
-    class Feeds(CalibrationDataReader):  # type: ignore[misc]
-        def __init__(self) -> None:
-            self.remaining = iter(calibration)
-
-        def get_next(self) -> dict[str, np.ndarray] | None:
-            return next(self.remaining, None)
-
-    with tempfile.TemporaryDirectory(prefix="sentiment-quantise-") as work:
-        prepared = Path(work) / "prepared.onnx"
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        model = onnx.load(str(prepared))
-        weights = {initializer.name for initializer in model.graph.initializer}
-        dense = [
-            node.name
-            for node in model.graph.node
-            if node.op_type == "MatMul"
-            and node.input[1] in weights
-            and not any(head in node.name for head in ("pooler", "classifier"))  # tiny, kept fp32
-        ]
-        activations = Path(work) / "activations.onnx"
-        quantize_static(
-            str(prepared),
-            str(activations),
-            Feeds(),
-            quant_format=QuantFormat.QDQ,
-            op_types_to_quantize=["MatMul"],
-            nodes_to_quantize=dense,
-            per_channel=True,
-            reduce_range=False,
-            activation_type=QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            calibrate_method=CalibrationMethod.Percentile,
-            extra_options={
-                "CalibPercentile": CALIBRATION_PERCENTILE,
-                # a MatMul's float output feeds the next op: no QDQ pair after it
-                "OpTypesToExcludeOutputQuantization": ["MatMul"],
-            },
-        )
-        quantize_dynamic(  # the embedding tables: int8 rows, dequantised as they are looked up
-            str(activations),
-            str(target),
-            op_types_to_quantize=["Gather"],
-            weight_type=QuantType.QInt8,
-            per_channel=False,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
-
-
-def _quantise_dynamic(source: Path, target: Path, hybrid: bool) -> None:
-    import onnx
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    quantize_dynamic(
-        str(source),
-        str(target),
-        per_channel=True,
-        reduce_range=False,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["Attention", "EmbedLayerNormalization", "Gather"] if hybrid else None,
-        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-    )
-    if hybrid:
-        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
-        quantiser = MatMulNBitsQuantizer(
-            onnx.load(str(target)), bits=8, block_size=128, is_symmetric=True, accuracy_level=4
-        )
-        quantiser.process()
-        quantiser.model.save_model_to_file(str(target), use_external_data_format=False)
-
-
 def onnx_facts(path: Path, fusions: dict[str, int], quantisation: str | None) -> PackageRecord:
     """File name, sha256, size and opset of an ONNX file, and the runtime version, for the card."""
     require("onnx")
@@ -273,7 +146,7 @@ def export_variants(
         paths["onnx-int8"] = Path(work) / "int8.onnx"
         if scheme == "static":
             log(f"quantising to int8 (static, calibrated on {CALIBRATION_TWEETS} training tweets)")
-            feeds = calibration_feeds(checkpoint, calibration_texts) if calibration_texts else []
+            feeds = calibration_feeds(checkpoint, calibration_texts) if calibration_texts else None
             quantise_onnx(paths["onnx"], paths["onnx-int8"], scheme, feeds)
         else:
             log(f"quantising weights to int8 ({scheme})")

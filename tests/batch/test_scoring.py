@@ -100,3 +100,16 @@ def test_a_numeric_text_column_is_read_as_its_digits_and_a_nested_one_refused(cl
     ]
     with pytest.raises(DataError, match="column 'tweet_text' holds struct"):
         score(pa.table({"tweet_text": [{"a": 1}]}))
+
+
+def test_streams_give_the_scores_of_one_session(onnx_package) -> None:
+    from sentiment_api.batch.scoring import classifier_scorer, stream_scorer
+    from sentiment_api.engine import Classifier
+
+    classifier = Classifier.load(onnx_package, threads=1)
+    texts = [f"tweet number {i} about the ipad" + " really" * (i % 7) for i in range(101)]
+    one = classifier_scorer(classifier, batch_size=1)(texts)
+    streamed = stream_scorer(classifier, streams=3, threads=1, batch_size=16)(texts)
+    assert streamed.probabilities.shape == one.probabilities.shape
+    assert np.abs(streamed.probabilities - one.probabilities).max() <= 1e-6  # batch-invariant scheme
+    assert list(streamed.truncated) == list(one.truncated)

@@ -128,3 +128,17 @@ def test_openapi_documents_every_status_predict_returns(client) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert schemas["PredictRequest"]["properties"]["text"]["maxLength"] == 1000
     assert schemas["BatchPredictRequest"]["properties"]["texts"]["maxItems"] == 64
+
+
+def test_a_tweets_answer_does_not_depend_on_what_it_is_batched_with(client) -> None:
+    """The shipped int8 scheme fixes its activation ranges ahead of time: a tweet alone and the
+    same tweet inside a batch form with strangers (padded to the longest) get the same scores."""
+    tweet = "the new ipad app is okay i guess"
+    strangers = ["I hate this broken app", "love the new ipad " * 20, "ok 👍", "line at the sxsw store"]
+    alone = client.post("/predict", json={"text": tweet, "top_k": 3}).json()["sentiment"]
+    for position in range(len(strangers) + 1):
+        texts = [*strangers[:position], tweet, *strangers[position:]]
+        together = client.post("/predict", json={"texts": texts, "top_k": 3}).json()["results"][position]
+        assert [item["label"] for item in together["sentiment"]] == [item["label"] for item in alone]
+        for mine, theirs in zip(alone, together["sentiment"], strict=True):
+            assert theirs["score"] == pytest.approx(mine["score"], abs=1e-6)

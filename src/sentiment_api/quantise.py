@@ -1,0 +1,192 @@
+"""int8 quantisation of an exported model: the schemes ``export`` offers, and their calibration.
+
+``static`` (the default) fixes every activation range ahead of time from training tweets, so ONNX
+Runtime runs the dense layers as integer kernels (``MatMulIntegerToFloat``: U8S8, native to VNNI and
+AMX) and a tweet's answer does not depend on what it is batched with. Fixed ranges are coarser than
+ranges measured per batch: on MiniLM the feed-forward layers lose most (BENCHMARKS.md), and the
+accuracy gate decides whether a package is kept.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ConfigError
+from .extras import require
+from .model_card import ModelCard
+from .tokenization import TweetTokenizer
+
+QUANTISATION_SCHEMES = ("static", "hybrid", "dynamic")
+DEFAULT_SCHEME = "static"
+CALIBRATION_TWEETS = 300
+CALIBRATION_PERCENTILE = 99.999
+HEADS = ("pooler", "classifier")  # small final layers, kept in fp32
+NBITS_BLOCK = 128
+
+
+def _is_feed_forward(name: str) -> bool:
+    """A feed-forward layer of a BERT-, RoBERTa- or DistilBERT-style encoder, by its export name."""
+    if "attention" in name:
+        return False
+    return any(part in name for part in ("/intermediate/", "/output/dense", "/ffn/"))
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Training tweets for the ``static`` scheme to calibrate ranges on, each padded to the model's
+    ``max_length`` (ONNX Runtime's histogram calibrators need one shape)."""
+
+    feeds: list[dict[str, np.ndarray]]
+
+
+def calibration_feeds(checkpoint: Path, texts: Sequence[str], seed: int = 0) -> Calibration:
+    """Draw :data:`CALIBRATION_TWEETS` of ``texts`` at random."""
+    card = ModelCard.load(checkpoint)
+    tokenizer = TweetTokenizer.from_file(checkpoint, card.max_length, card.pad_token_id)
+    order = np.random.default_rng(seed).permutation(len(texts))
+    feeds = []
+    for row in tokenizer.encode([texts[index] for index in order[:CALIBRATION_TWEETS]]).ids:
+        input_ids = np.full((1, card.max_length), card.pad_token_id, dtype=np.int64)
+        attention_mask = np.zeros((1, card.max_length), dtype=np.int64)
+        input_ids[0, : len(row)], attention_mask[0, : len(row)] = row, 1
+        feeds.append({"input_ids": input_ids, "attention_mask": attention_mask})
+    return Calibration(feeds)
+
+
+def quantise_onnx(
+    source: Path,
+    target: Path,
+    scheme: str = DEFAULT_SCHEME,
+    calibration: Calibration | None = None,
+) -> None:
+    """Quantise ``source`` to int8 into ``target``.
+
+    ``static`` (default; reads the plain fp32 export and needs ``calibration``): dense ``MatMul``
+    layers with int8 weights per output channel and int8 activations whose ranges are set at the
+    99.999th percentile of what calibration tweets produce (min/max ranges, stretched by a few
+    outliers after GELU, cost two points of agreement); embedding tables int8 too.
+
+    ``dynamic``: ONNX Runtime's dynamic quantisation everywhere, per channel; activation scales are
+    computed per tensor at run time, over the whole padded batch: answers depend on the batch.
+
+    ``hybrid``: the fused attention and embedding ops as ``dynamic``, the dense layers as 8-bit
+    ``MatMulNBits`` (blocks of 128, ``accuracy_level=4``). Accurate, but barely faster than fp32
+    where those kernels are weak, and the attention's per-tensor scales depend on the batch.
+    """
+    require("onnx")
+    require("onnxruntime.quantization")
+    if scheme not in QUANTISATION_SCHEMES:
+        raise ConfigError(f"unknown quantisation scheme {scheme!r}; choose {QUANTISATION_SCHEMES}")
+    if scheme == "static":
+        if calibration is None or not calibration.feeds:
+            raise ConfigError("the static int8 scheme needs calibration tweets: give the training data")
+        _quantise_static(source, target, calibration)
+    else:
+        _quantise_dynamic(source, target, hybrid=scheme == "hybrid")
+
+
+def _quantise_static(source: Path, target: Path, calibration: Calibration) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(prefix="sentiment-quantise-") as work:
+        prepared, activations = Path(work) / "prepared.onnx", Path(work) / "activations.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        model = onnx.load(str(prepared))
+        weights = {initializer.name for initializer in model.graph.initializer}
+        dense = [
+            node.name
+            for node in model.graph.node
+            if node.op_type == "MatMul"
+            and node.input[1] in weights
+            and not any(head in node.name for head in HEADS)
+        ]
+        feed_forward = [name for name in dense if _is_feed_forward(name)]
+        _calibrate_and_quantise(
+            prepared, activations, calibration, [n for n in dense if n not in feed_forward]
+        )
+        if feed_forward:
+            from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+            quantiser = MatMulNBitsQuantizer(
+                onnx.load(str(activations)),
+                bits=8,
+                block_size=NBITS_BLOCK,
+                is_symmetric=True,
+                accuracy_level=4,  # int8 arithmetic, activations quantised per row and block
+                nodes_to_include=feed_forward,
+            )
+            quantiser.process()
+            quantiser.model.save_model_to_file(str(activations), use_external_data_format=False)
+        quantize_dynamic(  # embedding tables: int8 rows, dequantised as they are looked up
+            str(activations),
+            str(target),
+            op_types_to_quantize=["Gather"],
+            weight_type=QuantType.QInt8,
+            per_channel=False,
+            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+        )
+
+
+def _calibrate_and_quantise(source: Path, target: Path, calibration: Calibration, nodes: list[str]) -> None:
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    class Feeds(CalibrationDataReader):  # type: ignore[misc]
+        def __init__(self) -> None:
+            self.remaining = iter(calibration.feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.remaining, None)
+
+    quantize_static(
+        str(source),
+        str(target),
+        Feeds(),
+        quant_format=QuantFormat.QDQ,
+        op_types_to_quantize=["MatMul"],
+        nodes_to_quantize=nodes,
+        per_channel=True,
+        reduce_range=False,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        calibrate_method=CalibrationMethod.Percentile,
+        extra_options={
+            "CalibPercentile": CALIBRATION_PERCENTILE,
+            # a MatMul's float output feeds the next op: no QDQ pair after it
+            "OpTypesToExcludeOutputQuantization": ["MatMul"],
+        },
+    )
+
+
+def _quantise_dynamic(source: Path, target: Path, hybrid: bool) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(target),
+        per_channel=True,
+        reduce_range=False,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["Attention", "EmbedLayerNormalization", "Gather"] if hybrid else None,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+    if hybrid:
+        from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+        quantiser = MatMulNBitsQuantizer(
+            onnx.load(str(target)), bits=8, block_size=128, is_symmetric=True, accuracy_level=4
+        )
+        quantiser.process()
+        quantiser.model.save_model_to_file(str(target), use_external_data_format=False)
