@@ -128,3 +128,17 @@ def test_openapi_documents_every_status_predict_returns(client) -> None:
     schemas = client.get("/openapi.json").json()["components"]["schemas"]
     assert schemas["PredictRequest"]["properties"]["text"]["maxLength"] == 1000
     assert schemas["BatchPredictRequest"]["properties"]["texts"]["maxItems"] == 64
+
+
+def test_tokenising_on_threads_of_its_own_gives_the_same_answers(onnx_package, classifier) -> None:
+    import threading
+
+    texts = [TWEET, "worst app crash ever", "panel at the store today"]
+    with serving(settings_for(onnx_package, tokenizer_threads=2)) as threaded:
+        body = threaded.post("/predict", json={"texts": texts, "top_k": 3}).json()
+        tokenisers = [t for t in threading.enumerate() if t.name.startswith("tokenise")]
+
+    assert tokenisers  # the request was tokenised off the event loop
+    for result, expected in zip(body["results"], classifier.predict(texts, top_k=3), strict=True):
+        assert [s["label"] for s in result["sentiment"]] == expected.labels
+        assert [s["score"] for s in result["sentiment"]] == pytest.approx(expected.scores, abs=1e-6)

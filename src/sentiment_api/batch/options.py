@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
+from ..devices import DeviceChoice
 from .formats import InputFormat, OutputFormat
 
 
@@ -45,6 +46,11 @@ class PredictOptions(BaseModel):
         "", description="Put before the names of the added columns (label, score, ...), e.g. pred_."
     )
     threads: int | None = Field(None, ge=1, description="ONNX Runtime threads (default: every core).")
+    device: DeviceChoice = Field(
+        "cpu",
+        description="cpu; cuda, an NVIDIA GPU (a package for it, e.g. onnx-fp16, and the gpu extra); or "
+        "auto, the GPU when one is usable and the package is for it. Without --ray only.",
+    )
     overwrite: bool = Field(
         False, description="Replace the part files of an earlier run with other settings or input."
     )
