@@ -100,3 +100,30 @@ def test_every_worker_gets_a_single_threaded_stream_per_core_by_default(monkeypa
     assert plan(streams=1) == (1, 8)
     assert plan(threads=2) == (4, 2)
     assert plan(streams=2, threads=3) == (2, 3)
+
+
+def test_the_device_is_the_cpu_unless_set_and_anything_else_is_refused_by_name(monkeypatch) -> None:
+    assert load_settings().device == "cpu"
+    monkeypatch.setenv("SENTIMENT_DEVICE", "auto")
+    assert load_settings().device == "auto"
+    monkeypatch.setenv("SENTIMENT_DEVICE", "gpu")
+    with pytest.raises(ConfigError, match="SENTIMENT_DEVICE: Input should be 'cpu', 'cuda' or 'auto'"):
+        load_settings()
+
+
+def test_on_a_gpu_unset_batching_settings_take_their_gpu_defaults(monkeypatch) -> None:
+    from sentiment_api.config import GPU_DEFAULTS
+
+    monkeypatch.setenv("SENTIMENT_TOKEN_BUDGET", "4096")
+    settings = load_settings(max_batch_size=48)
+
+    on_gpu = settings.for_device("cuda")
+    on_cpu = settings.for_device("cpu")
+
+    assert on_gpu.device == "cuda"
+    assert (on_gpu.max_batch_size, on_gpu.token_budget) == (48, 4096)  # given: kept
+    assert on_gpu.bucket_size == GPU_DEFAULTS["bucket_size"] != settings.bucket_size
+    assert on_gpu.inference_streams() == GPU_DEFAULTS["streams"]
+    assert on_gpu.tokenising_threads() == GPU_DEFAULTS["tokenizer_threads"] > 0
+    assert on_cpu.model_dump(exclude={"device"}) == settings.model_dump(exclude={"device"})
+    assert on_cpu.tokenising_threads() == 0

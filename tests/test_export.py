@@ -123,3 +123,40 @@ def test_dynamic_int8_makes_answers_depend_on_the_batch_and_the_gate_says_so(
     )
     assert card.gate is not None and card.gate.batch_invariance_max_probability_diff is not None
     assert card.gate.batch_invariance_max_probability_diff > 1e-6  # per-tensor scales over the batch
+
+
+def test_fp16_package_keeps_fp32_probabilities_and_labels_on_validation(
+    trained_tiny_bert, tiny_csv, tmp_path
+) -> None:
+    from sentiment_api.data import TEXT, load_splits
+
+    card = build_package(
+        trained_tiny_bert, tmp_path / "fp16", tiny_csv, variant="onnx-fp16", log=lambda _: None
+    )
+    build_package(trained_tiny_bert, tmp_path / "fp32", tiny_csv, variant="onnx", log=lambda _: None)
+
+    assert card.variant == "onnx-fp16" and card.package is not None and card.gate is not None
+    assert card.package.devices == ["cuda", "cpu"] and card.package.quantisation is None
+    assert card.gate.passed and card.gate.fp16_vs_fp32_max_probability_diff is not None
+    assert card.gate.fp16_vs_fp32_max_probability_diff <= 1e-2
+    assert card.gate.fp16_vs_fp32_label_agreement is not None
+    assert card.gate.fp16_vs_fp32_label_agreement >= 0.99
+    assert card.gate.int8_vs_fp32_label_agreement is None  # int8 is not made on the way to fp16
+    # the package itself, as the engine loads it on the CPU, against the fp32 package
+    _, splits = load_splits(tiny_csv, ModelCard.load(trained_tiny_bert).data.spec)
+    validation = splits.validation[TEXT].tolist()
+    fp16 = Classifier.load(tmp_path / "fp16").probabilities_of_clean(validation)[0]
+    fp32 = Classifier.load(tmp_path / "fp32").probabilities_of_clean(validation)[0]
+    assert np.abs(fp16 - fp32).max() <= 1e-2
+    assert (fp16.argmax(axis=1) == fp32.argmax(axis=1)).mean() >= 0.99
+    assert not np.array_equal(fp16, fp32)  # it is fp16: not the same arithmetic
+
+
+def test_fp16_gate_refuses_a_package_beyond_its_thresholds(trained_tiny_bert, tiny_csv, tmp_path) -> None:
+    strict = GateThresholds(fp16_max_probability_diff=0.0)
+    with pytest.raises(GateError, match=r"fp16 differs from fp32 by .* > 0e\+00"):
+        build_package(
+            trained_tiny_bert, tmp_path / "p", tiny_csv, variant="onnx-fp16", thresholds=strict,
+            log=lambda _: None,
+        )  # fmt: skip
+    assert list(tmp_path.iterdir()) == []

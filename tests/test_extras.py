@@ -229,3 +229,11 @@ def test_a_command_without_its_extra_says_what_to_install(blocked, command, miss
         f"error: {missing} is not installed; install it with: pip install 'sentiment-api[{extra}]'"
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_the_gpu_extra_is_the_serve_extra_with_the_gpu_build_of_onnx_runtime() -> None:
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    serve = [r.replace("onnxruntime>", "onnxruntime-gpu>") for r in extras["serve"]]
+
+    assert sorted(extras["gpu"]) == sorted(serve)
+    assert not any(r.startswith(("onnxruntime>", "onnxruntime=", "sentiment-api")) for r in extras["gpu"])

@@ -1,6 +1,7 @@
 import json
 
 import numpy as np
+import pytest
 
 from sentiment_api.gate import GateReport, GateThresholds, run_gate
 
@@ -42,3 +43,20 @@ def test_a_report_written_before_typing_loads_into_its_fields() -> None:
     report = GateReport.model_validate(old)
     assert report.onnx_optimised_vs_pytorch_max_probability_diff == 2.3e-06
     assert GateReport.model_validate(json.loads(report.model_dump_json())) == report
+
+
+def test_fp16_is_held_to_fp32_in_probability_and_labels_and_int8_figures_stay_unset() -> None:
+    fp32 = PYTORCH
+    close = fp32 + 5e-3
+    flipped = fp32 + np.array([[0, 0, 0], [0, 0, 0], [0, 0, 0], [-0.2, 0.2, 0.0]])
+
+    passed = run_gate({"pytorch": fp32, "onnx": fp32, "onnx-fp16": close}, TRUTH, LABELS, GateThresholds())
+    failed = run_gate({"pytorch": fp32, "onnx": fp32, "onnx-fp16": flipped}, TRUTH, LABELS, GateThresholds())
+
+    assert passed.passed and passed.fp16_vs_fp32_label_agreement == 1.0
+    assert passed.fp16_vs_fp32_max_probability_diff == pytest.approx(5e-3)
+    assert passed.int8_vs_fp32_label_agreement is None
+    assert failed.failures == [
+        "fp16 differs from fp32 by 2.00e-01 in probability > 1e-02",
+        "fp16 agrees with fp32 on 75.00% of validation labels < 99%",
+    ]

@@ -82,3 +82,19 @@ def test_every_process_that_loads_the_package_checks_it(package) -> None:
 
 def test_an_intact_package_loads(onnx_package) -> None:
     assert Classifier.load(onnx_package).predict(["love it"])[0].label
+
+
+def test_a_package_says_which_devices_it_is_for_and_older_cards_get_it_from_their_quantisation(
+    onnx_package,
+) -> None:
+    from sentiment_api.model_card import ModelCard, PackageRecord
+
+    card = ModelCard.load(onnx_package)
+    assert card.package is not None and card.package.devices == ["cpu"]
+    assert card.devices() == ["cpu"]
+    older = {"file": "model.onnx", "sha256": "0" * 64, "size_bytes": 1}
+    assert PackageRecord.model_validate({**older, "quantisation": "hybrid"}).devices == ["cpu"]
+    assert PackageRecord.model_validate(older).devices == ["cuda", "cpu"]
+    assert PackageRecord.model_validate({**older, "devices": ["cpu"]}).devices == ["cpu"]
+    with pytest.raises(ValueError, match="devices"):
+        PackageRecord.model_validate({**older, "devices": ["tpu"]})

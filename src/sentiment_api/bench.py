@@ -23,12 +23,19 @@ from typing import Any
 import numpy as np
 
 from .data import LABEL, TEXT, load_splits
+from .devices import DeviceChoice
 from .engine import ONNX_FILE
 from .extras import require
 from .files import staged_file, write_text_atomic
 from .model_card import ModelCard
 
-ALL_VARIANTS = ("pytorch", "onnx", "onnx-optimised", "onnx-int8")
+ALL_VARIANTS = ("pytorch", "onnx", "onnx-optimised", "onnx-int8", "onnx-fp16")
+# the variants a checkpoint is benchmarked as, by device: int8 is for the CPU, fp16 for a GPU
+LAST_VARIANTS: dict[str, tuple[str, ...]] = {
+    "cpu": ("onnx-int8",),
+    "cuda": ("onnx-fp16",),
+    "auto": ("onnx-int8", "onnx-fp16"),
+}
 
 
 def describe_machine(threads: int) -> dict[str, Any]:
@@ -50,10 +57,30 @@ def describe_machine(threads: int) -> dict[str, Any]:
         "threads": threads,
         "vector_extensions": sorted(f for f in flags if f.startswith(("avx512_vnni", "avx_vnni", "amx")))
         or sorted(f for f in flags if f.startswith("avx2")),
+        "gpu": gpu_name(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),
         "versions": library_versions("onnxruntime", "torch", "tokenizers", "sentiment-api"),
     }
+
+
+def gpu_name() -> str | None:
+    """The first NVIDIA GPU's name, as nvidia-smi gives it; None without one (or without nvidia-smi)."""
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return None
+    try:
+        result = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    names = result.stdout.strip().splitlines()
+    return names[0].strip() if result.returncode == 0 and names else None
 
 
 def model_size(directory: Path) -> int:
@@ -86,12 +113,13 @@ def measure_variant(
     threads: int,
     batch_size: int,
     repeats: int,
+    device: DeviceChoice = "cpu",
 ) -> dict[str, Any]:
     """Runs in a child process: load one variant, warm up, time batched and batch-1 passes."""
     from .engine import Classifier
     from .evaluation import score_probabilities
 
-    classifier = Classifier.load(Path(directory), threads=threads)
+    classifier = Classifier.load(Path(directory), threads=threads, device=device)
     classifier.probabilities_of_clean(texts, batch_size)  # warm-up: arenas, kernels, caches
     for text in texts[:32]:
         classifier.probabilities_of_clean([text])
@@ -113,6 +141,7 @@ def measure_variant(
         single_passes.append(time.perf_counter() - start_pass)
 
     result: dict[str, Any] = {
+        "device": classifier.device,
         "total_seconds": statistics.median(batched),
         "batched_per_second": len(texts) / statistics.median(batched),
         "batch1_per_second": len(texts) / statistics.median(single_passes),
@@ -137,23 +166,27 @@ def prepare_variants(
     work: Path,
     scheme: str,
     log: Callable[[str], None],
+    device: DeviceChoice = "cpu",
     calibration_texts: Sequence[str] = (),
 ) -> dict[str, Path]:
-    """Model directories per variant: a checkpoint yields all four; a package only itself."""
-    from .export import export_variants, onnx_facts
+    """Model directories per variant: a checkpoint yields PyTorch and the ONNX variants for
+    ``device`` (``LAST_VARIANTS``); a package only itself. The static int8 scheme calibrates on
+    ``calibration_texts``."""
+    from .export import DEVICES_OF_VARIANT, export_variants, onnx_facts
     from .tokenization import TOKENIZER_FILE
 
     card = ModelCard.load(target)
     if card.variant != "pytorch":
         return {card.variant: target}
     variants = {"pytorch": target}
-    paths, _ = export_variants(target, work, "onnx-int8", scheme, log, calibration_texts)
+    paths, _ = export_variants(target, work, LAST_VARIANTS[device], scheme, log, calibration_texts)
     for variant, path in paths.items():
         package = work / variant
         package.mkdir()
         shutil.move(str(path), package / ONNX_FILE)
         shutil.copy2(target / TOKENIZER_FILE, package / TOKENIZER_FILE)
-        facts = onnx_facts(package / ONNX_FILE, {}, scheme if variant == "onnx-int8" else None)
+        quantisation = scheme if variant == "onnx-int8" else None
+        facts = onnx_facts(package / ONNX_FILE, {}, quantisation, DEVICES_OF_VARIANT[variant])
         card.model_copy(update={"variant": variant, "package": facts}).save(package)  # checked on load
         variants[variant] = package
     return variants
@@ -168,9 +201,10 @@ def run_bench(
     repeats: int = 5,
     speed_only: bool = False,
     scheme: str = "static",
+    device: DeviceChoice = "cpu",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:
-    """Measure every variant of ``target`` on the test split of ``data_path``."""
+    """Measure every variant of ``target`` on the test split of ``data_path``, on ``device``."""
     card = ModelCard.load(target)
     _, splits = load_splits(data_path, card.data.spec)
     texts = splits.test[TEXT].tolist()
@@ -178,10 +212,12 @@ def run_bench(
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory(prefix="sentiment-bench-") as work:
         calibration = splits.train[TEXT].tolist()
-        variants = prepare_variants(Path(target), Path(work), scheme, log, calibration)
+        variants = prepare_variants(Path(target), Path(work), scheme, log, device, calibration)
         for index, (variant, directory) in enumerate(variants.items(), start=1):
             log(f"[{index}/{len(variants)}] measuring {variant}")
-            row = _in_child(measure_variant, str(directory), texts, truth, threads, batch_size, repeats)
+            row = _in_child(
+                measure_variant, str(directory), texts, truth, threads, batch_size, repeats, device
+            )
             rows.append({"variant": variant, "size_mb": model_size(directory) / 1e6, **row})
     baseline = next((r for r in rows if r["variant"] == "pytorch"), None)
     for row in rows:
@@ -194,6 +230,7 @@ def run_bench(
         "batch_size": batch_size,
         "repeats": repeats,
         "quantisation": scheme,
+        "device": device,
         "date": datetime.now(UTC).date().isoformat(),
         "machine": describe_machine(threads),
         "rows": rows,
@@ -214,6 +251,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("latency_p99_ms", "p99 ms", "{:.2f}"),
         ("size_mb", "size MB", "{:.1f}"),
         ("peak_memory_mb", "peak RSS MB", "{:.0f}"),
+        ("device", "device", "{}"),
     ]
     lines = [
         "| " + " | ".join(title for _, title, _ in columns) + " |",
@@ -227,7 +265,9 @@ def format_table(result: dict[str, Any]) -> str:
     lines.append(
         f"{result['tweets']} test tweets, batch {result['batch_size']}, {machine['threads']} threads, "
         f"median of {result['repeats']} repeats after warm-up; {machine['cpu']}, {machine['cores']} cores "
-        f"({', '.join(machine['vector_extensions'])}); {result['date']}. "
+        f"({', '.join(machine['vector_extensions'])})"
+        + (f"; GPU {machine['gpu']}" if machine.get("gpu") else "")
+        + f"; {result['date']}. "
         "total s: the whole test split batched; improvement: PyTorch total / variant total."
     )
     return "\n".join(lines)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any, get_args
+from typing import Annotated, Any, cast, get_args
 
 import typer
 
@@ -17,6 +17,7 @@ from .cli_options import env_var, model_options
 from .config import Settings, load_settings
 from .corpora import CorpusOptions
 from .data import DataSpec
+from .devices import DeviceChoice
 from .errors import SentimentError
 from .gate import GateThresholds
 from .recipe import Selection, TrainingConfig
@@ -274,9 +275,11 @@ def predict(
 
         # spinning threads buy latency with idle CPU; a batch job wants throughput, and halves it
         # with spin on when other work shares the cores
-        classifier = Classifier.load(model, threads=1, spin=False)
-        streams, threads = options.stream_layout()
-        score = stream_scorer(classifier, streams, threads, options.batch_size)
+        classifier = Classifier.load(model, threads=1, spin=False, device=options.device)
+        score = None
+        if classifier.device == "cpu":  # a GPU runs whole batches itself; CPUs run them on streams
+            streams, threads = options.stream_layout()
+            score = stream_scorer(classifier, streams, threads, options.batch_size)
         report = predict_files(classifier, input, output, options, score=score, log=_stderr)
     typer.echo(report.summary())
 
@@ -288,7 +291,9 @@ def export(
     *,
     out: Annotated[Path, typer.Option(help="Model package directory to create.")],
     data: Annotated[Path, typer.Option(help="The labelled file, for the accuracy gate.")],
-    variant: Annotated[str, typer.Option(help="onnx, onnx-optimised or onnx-int8.")] = "onnx-int8",
+    variant: Annotated[
+        str, typer.Option(help="onnx, onnx-optimised, onnx-int8 (CPU) or onnx-fp16 (GPU).")
+    ] = "onnx-int8",
     quantisation: Annotated[
         str,
         typer.Option(
@@ -341,10 +346,19 @@ def bench(
             help="int8 scheme: static (calibrated on training tweets; batch-invariant), hybrid or dynamic."
         ),
     ] = "static",
+    device: Annotated[
+        str,
+        typer.Option(
+            help="cpu (PyTorch and the int8 chain), cuda (PyTorch in fp16 and the fp16 chain on the GPU; "
+            "the gpu extra) or auto (both chains, each variant on the GPU when it can be)."
+        ),
+    ] = "cpu",
 ) -> None:
     """Accuracy, throughput, latency, size and memory of every variant; table, JSON and chart."""
     from .bench import format_table, run_bench, write_bench
 
+    if device not in get_args(DeviceChoice):
+        raise typer.BadParameter(f"{device!r} is not cpu, cuda or auto", param_hint="'--device'")
     result = run_bench(
         model,
         data,
@@ -353,6 +367,7 @@ def bench(
         repeats=repeats,
         speed_only=speed_only,
         scheme=quantisation,
+        device=cast(DeviceChoice, device),  # checked above
         log=_stderr,
     )
     write_bench(result, out)
@@ -369,10 +384,11 @@ def bench(
 )
 def serve(*, settings: Settings) -> None:
     """Serve a model package over HTTP."""
-    from .engine import load_card
+    from .engine import device_for
     from .server.runner import serve as run_server
 
-    load_card(settings.model)  # a missing or broken card, or a changed model: one line now, not per worker
+    # a missing or broken card, a changed model, or a device it cannot run on: one line now, not per worker
+    device_for(settings.model, settings.device)
     run_server(settings)
 
 

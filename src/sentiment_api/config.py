@@ -15,9 +15,20 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from .devices import CudaPrecision, Device, DeviceChoice
 from .errors import ConfigError
 
 MIN_API_KEY_CHARS = 16
+# What the batching settings default to on a GPU, where one inference call costs about the same for 1
+# and for 100 tweets: fewer, larger calls, and tokenisation on threads of its own so that the next
+# batch is ready when the GPU is free. Two streams: one batch is copied and answered while another runs.
+GPU_DEFAULTS: dict[str, int] = {
+    "max_batch_size": 128,
+    "bucket_size": 64,
+    "token_budget": 32_768,
+    "streams": 2,
+    "tokenizer_threads": 4,
+}
 
 
 def default_model_dir() -> Path:
@@ -55,7 +66,8 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Batches each process runs at once, each on its own inference thread (default: one "
-        "per core). A batch is formed and answered while others run, and single-threaded runs need no "
+        f"per core; {GPU_DEFAULTS['streams']} on a GPU). A batch is formed and answered while others "
+        "run, and single-threaded runs need no "
         "hand-offs between threads. Every worker gets one per core, not a share: connections are spread "
         "over workers by chance (21/11 of 32 happens), so a busy one must be able to use the cores an "
         "idle one leaves. "
@@ -80,13 +92,42 @@ class Settings(BaseSettings):
         False, description="Let ONNX Runtime threads spin while idle: lower latency, CPU burnt while idle."
     )
 
+    # --- device
+    device: DeviceChoice = Field(
+        "cpu",
+        description="Where the model runs: cpu; cuda, an NVIDIA GPU, which needs a package for it "
+        "(onnx-fp16; int8 packages are for the CPU only) and the gpu extra, and is an error naming "
+        "what is missing otherwise; auto, the GPU when one is present and usable and the package is "
+        "for it, else the CPU. On a GPU the batching settings left unset get larger defaults (README, GPUs).",
+    )
+    cuda_precision: CudaPrecision = Field(
+        "float16",
+        description="Weights and arithmetic of a PyTorch checkpoint on a GPU (ONNX packages carry their "
+        "own): float16, or bfloat16 (same range as fp32, fewer digits).",
+    )
+    tensorrt: bool = Field(
+        False,
+        description="On a GPU, run ONNX packages with ONNX Runtime's TensorRT provider (in fp16) ahead of "
+        "CUDA: faster once its engines are built, which takes minutes at the first start (they are cached "
+        "in the temporary directory). Needs TensorRT 10; an error where it cannot start.",
+    )
+    tokenizer_threads: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Threads that tokenise requests off the event loop, in parallel with inference (the "
+        "tokenizer releases the GIL); 0 tokenises on the event loop. Default: 0 on the CPU, where "
+        f"inference needs every core; {GPU_DEFAULTS['tokenizer_threads']} on a GPU.",
+    )
+
     # --- batching and back-pressure
     max_batch_size: int = Field(
         12,
         ge=1,
         le=1024,
         description="Most texts in one inference call. Small batches keep every stream busy and the "
-        "slowest answers quick (measured: 12 against 32 at 32 connections, two streams).",
+        "slowest answers quick (measured: 12 against 32 at 32 connections, two streams). "
+        f"{GPU_DEFAULTS['max_batch_size']} on a GPU.",
     )
     bucket_size: int = Field(
         8,
@@ -94,7 +135,7 @@ class Settings(BaseSettings):
         le=1024,
         description="Texts per ONNX Runtime run inside a batch: a batch is sorted by length and run in "
         "buckets of this size, so short tweets are not padded to the longest one (measured: 420 -> 608 "
-        "tweets/s for arrival-order batches of 32).",
+        f"tweets/s for arrival-order batches of 32). {GPU_DEFAULTS['bucket_size']} on a GPU.",
     )
     max_wait_ms: float = Field(
         2.0,
@@ -103,7 +144,11 @@ class Settings(BaseSettings):
         description="How long a batch may wait to fill, once traffic shows requests arrive together.",
     )
     token_budget: int = Field(
-        8192, ge=16, le=1_000_000, description="Most input tokens (summed over texts) in one inference call."
+        8192,
+        ge=16,
+        le=1_000_000,
+        description="Most input tokens (summed over texts) in one inference call. "
+        f"{GPU_DEFAULTS['token_budget']} on a GPU.",
     )
     queue_size: int = Field(
         512, ge=1, le=1_000_000, description="Most texts waiting for inference; beyond it requests get 429."
@@ -272,6 +317,20 @@ class Settings(BaseSettings):
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise ValueError(f"metrics_port ({self.metrics_port}) must differ from port")
         return self
+
+    def for_device(self, device: Device) -> Settings:
+        """These settings on ``device`` (what ``auto`` turned out to be): on ``cuda``, every setting of
+        ``GPU_DEFAULTS`` not given explicitly (option or variable) takes its GPU default."""
+        update: dict[str, object] = {"device": device}
+        if device == "cuda":
+            update |= {
+                name: value for name, value in GPU_DEFAULTS.items() if name not in self.model_fields_set
+            }
+        return self.model_copy(update=update)
+
+    def tokenising_threads(self) -> int:
+        """Threads that tokenise off the event loop (0: on the loop); the setting, or 0."""
+        return self.tokenizer_threads or 0
 
     def inference_streams(self) -> int:
         """Batches each process runs at once: the setting, or one per core (per ``threads`` cores)."""

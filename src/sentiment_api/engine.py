@@ -1,8 +1,9 @@
 """Load a model directory and classify batches of tweets.
 
 One :class:`Classifier` does the work common to every runtime (normalise, tokenise, bucket by length,
-softmax); a small backend runs the network itself. The PyTorch backend needs the ``train`` extra; the
-ONNX Runtime backend needs neither torch nor transformers.
+softmax); a small backend runs the network itself, on the CPU or on an NVIDIA GPU (``devices.py``
+decides which). The PyTorch backend needs the ``train`` extra; the ONNX Runtime backend needs neither
+torch nor transformers, and runs on a GPU with the ``gpu`` extra (``onnxruntime-gpu``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,16 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from .errors import ModelError
+from .devices import (
+    CUDA_PROVIDER,
+    TENSORRT_PROVIDER,
+    CudaPrecision,
+    Device,
+    DeviceChoice,
+    Runtime,
+    choose_device,
+)
+from .errors import DeviceError, ModelError
 from .extras import require
 from .model_card import ModelCard
 from .text import get_normaliser
@@ -30,6 +40,16 @@ def load_card(directory: Path) -> ModelCard:
     if (Path(directory) / ONNX_FILE).is_file():
         card.verify_package(directory)
     return card
+
+
+def device_for(directory: Path, device: DeviceChoice, card: ModelCard | None = None) -> Device:
+    """The device the model in ``directory`` would run on when ``device`` is asked for: a
+    :class:`DeviceError` when it cannot. CUDA is not started, so the CLI can check before the server
+    forks its workers."""
+    directory = Path(directory)
+    card = card or load_card(directory)
+    runtime: Runtime = "onnxruntime" if (directory / ONNX_FILE).is_file() else "torch"
+    return choose_device(device, card.devices(), runtime, f"{directory} ({card.variant})")
 
 
 class Backend(Protocol):
@@ -65,19 +85,43 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 
 class TorchBackend:
-    """A ``transformers`` sequence classifier in PyTorch, in inference mode."""
+    """A ``transformers`` sequence classifier in PyTorch, in inference mode.
 
-    def __init__(self, model: Any, threads: int | None = None) -> None:
+    On ``cuda`` the weights are cast to ``precision`` (fp16 or bf16): a GPU's tensor cores multiply
+    those, and a classifier's labels do not need fp32 there (the fp16 package's gate measures it).
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        threads: int | None = None,
+        device: Device = "cpu",
+        precision: CudaPrecision = "float16",
+    ) -> None:
         require("torch")
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         self._torch = torch
+        self.device = device
+        if device == "cuda":
+            if not torch.cuda.is_available():
+                raise DeviceError(
+                    f"device cuda asked for, but PyTorch {torch.__version__} cannot start CUDA here "
+                    "(torch.cuda.is_available() is False: no GPU, or a driver older than its CUDA)"
+                )
+            model = model.to(device="cuda", dtype=getattr(torch, precision))
         self.model = model.eval()
 
     @classmethod
-    def load(cls, directory: Path, threads: int | None = None) -> TorchBackend:
+    def load(
+        cls,
+        directory: Path,
+        threads: int | None = None,
+        device: Device = "cpu",
+        precision: CudaPrecision = "float16",
+    ) -> TorchBackend:
         """Load the PyTorch checkpoint in ``directory``."""
         require("torch")
         transformers: Any = require("transformers")
@@ -85,19 +129,62 @@ class TorchBackend:
             model = transformers.AutoModelForSequenceClassification.from_pretrained(directory)
         except OSError as exc:
             raise ModelError(f"{directory}: cannot load the PyTorch checkpoint: {exc}") from exc
-        return cls(model, threads)
+        return cls(model, threads, device, precision)
+
+    def compile(self) -> None:
+        """Compile the model with ``torch.compile`` (dynamic shapes: every length bucket differs)."""
+        self.model = self._torch.compile(self.model, dynamic=True)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
             output = self.model(
-                input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
+                input_ids=torch.from_numpy(input_ids).to(self.device),
+                attention_mask=torch.from_numpy(attention_mask).to(self.device),
             )
-        return np.asarray(output.logits.float().numpy())
+        return np.asarray(output.logits.float().cpu().numpy())
+
+
+TENSORRT_MAX_BATCH = 1024  # the largest max_batch_size the settings allow
+
+
+def execution_providers(device: Device, tensorrt: bool = False, max_length: int = 512) -> list[Any]:
+    """ONNX Runtime's execution providers for ``device``, tried in this order.
+
+    On ``cuda`` the CPU provider comes last, so the odd op without a GPU kernel still runs (on the
+    CPU); whether the GPU provider itself started is checked after the session is made. TensorRT
+    (``tensorrt``) comes first when asked for, in fp16, with one optimisation profile covering every
+    batch and length the engine can be given: without it TensorRT builds a new engine whenever a
+    shape falls outside the ones seen so far, which length bucketing makes constant. Its engines are
+    cached in the temporary directory, so a restart does not build them again.
+    """
+    if device == "cpu":
+        if tensorrt:
+            raise DeviceError("TensorRT runs on a GPU: set the device to cuda, or turn TensorRT off")
+        return ["CPUExecutionProvider"]
+    import tempfile
+
+    providers: list[Any] = [(CUDA_PROVIDER, {"device_id": 0}), "CPUExecutionProvider"]
+    if tensorrt:
+
+        def shapes(batch: int, length: int) -> str:
+            return f"input_ids:{batch}x{length},attention_mask:{batch}x{length}"
+
+        options = {
+            "trt_fp16_enable": True,
+            "trt_engine_cache_enable": True,
+            "trt_engine_cache_path": str(Path(tempfile.gettempdir()) / "sentiment-api-tensorrt"),
+            "trt_profile_min_shapes": shapes(1, 1),
+            "trt_profile_opt_shapes": shapes(64, 64),
+            "trt_profile_max_shapes": shapes(TENSORRT_MAX_BATCH, max_length),
+        }
+        providers.insert(0, (TENSORRT_PROVIDER, options))
+    return providers
 
 
 class OnnxBackend:
-    """An ONNX Runtime session on the CPU, with its options set deliberately.
+    """An ONNX Runtime session, on the CPU or (``device="cuda"``) on an NVIDIA GPU, with its options
+    set deliberately.
 
     - ``intra_op_num_threads``: the cores this process may use (default: all); one inter-op thread
       and sequential execution, since a transformer graph is one chain of large ops.
@@ -106,9 +193,19 @@ class OnnxBackend:
       bucketing makes every batch a new shape.
     - ``spin``: worker threads spin between ops, which shortens latency at the cost of CPU while
       idle; a server that shares cores with other work can turn it off.
+    - on a GPU, ONNX Runtime falls back to the CPU by itself when CUDA (or TensorRT) cannot start;
+      that is refused here, one line naming the provider, since a silent fall back is 100x slower.
     """
 
-    def __init__(self, path: Path, threads: int | None = None, spin: bool = True) -> None:
+    def __init__(
+        self,
+        path: Path,
+        threads: int | None = None,
+        spin: bool = True,
+        device: Device = "cpu",
+        tensorrt: bool = False,
+        max_length: int = 512,
+    ) -> None:
         import os
 
         ort: Any = require("onnxruntime")
@@ -121,10 +218,21 @@ class OnnxBackend:
         options.enable_mem_pattern = False
         options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
         self.path = Path(path)
+        providers = execution_providers(device, tensorrt, max_length)
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
-            raise ModelError(f"{path}: cannot load the ONNX model: {exc}") from exc
+            error = DeviceError if device == "cuda" else ModelError
+            raise error(f"{path}: cannot load the ONNX model: {' '.join(str(exc).split())}") from exc
+        wanted = TENSORRT_PROVIDER if tensorrt else CUDA_PROVIDER
+        if device == "cuda" and wanted not in self.session.get_providers():
+            raise DeviceError(
+                f"device cuda asked for, but ONNX Runtime could not start {wanted} (it would run on "
+                f"{self.session.get_providers()[0]}): it needs the CUDA 12 and cuDNN 9 libraries"
+                + (" and TensorRT 10" if tensorrt else "")
+                + " (the nvidia/cuda:12.*-cudnn-runtime images have CUDA and cuDNN; deploy/gpu.Dockerfile)"
+            )
+        self.device = device
         self.input_names = {node.name for node in self.session.get_inputs()}
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -137,30 +245,56 @@ class OnnxBackend:
 class Classifier:
     """Normalise, tokenise, run a backend in length-bucketed batches, and turn logits into scores."""
 
-    def __init__(self, backend: Backend, tokenizer: TweetTokenizer, card: ModelCard) -> None:
+    def __init__(
+        self, backend: Backend, tokenizer: TweetTokenizer, card: ModelCard, device: Device = "cpu"
+    ) -> None:
         self.backend = backend
+        self.device = device
         self.tokenizer = tokenizer
         self.card = card
         self.labels = list(card.labels)
         self.normalise = get_normaliser(card.normaliser)
 
     @classmethod
-    def load(cls, directory: Path, threads: int | None = None, spin: bool = True) -> Classifier:
+    def load(
+        cls,
+        directory: Path,
+        threads: int | None = None,
+        spin: bool = True,
+        device: DeviceChoice = "cpu",
+        *,
+        precision: CudaPrecision = "float16",
+        tensorrt: bool = False,
+    ) -> Classifier:
         """Load a model directory: its card, its tokenizer and the runtime its files call for.
 
         A package with ``model.onnx`` runs on ONNX Runtime (no torch needed); a training
-        checkpoint runs on PyTorch.
+        checkpoint runs on PyTorch (in ``precision`` on a GPU). ``device`` is ``cpu``, ``cuda`` or
+        ``auto`` (``devices.choose_device``); a model not for that device, or ``cuda`` where it cannot
+        start, is a :class:`DeviceError`, and only ``auto`` then runs on the CPU instead.
         """
         directory = Path(directory)
         card = load_card(directory)
         tokenizer = TweetTokenizer.from_file(directory, card.max_length, card.pad_token_id)
         onnx_file = directory / ONNX_FILE
-        backend: Backend
-        if onnx_file.is_file():
-            backend = OnnxBackend(onnx_file, threads, spin)
-        else:
-            backend = TorchBackend.load(directory, threads)
-        return cls(backend, tokenizer, card)
+        supported = card.devices()
+
+        def backend_on(chosen: Device) -> Backend:
+            if onnx_file.is_file():
+                return OnnxBackend(
+                    onnx_file, threads, spin, chosen, tensorrt and chosen == "cuda", card.max_length
+                )
+            return TorchBackend.load(directory, threads, chosen, precision)
+
+        chosen = device_for(directory, device, card)
+        try:
+            backend = backend_on(chosen)
+        except DeviceError:
+            if device != "auto" or chosen == "cpu" or "cpu" not in supported:
+                raise
+            chosen = "cpu"  # auto: a GPU that is there but does not start is no GPU
+            backend = backend_on(chosen)
+        return cls(backend, tokenizer, card, chosen)
 
     def with_threads(self, threads: int, spin: bool = True) -> Classifier:
         """The same ONNX model in a session of its own with ``threads`` threads (same tokenizer, card)."""

@@ -24,6 +24,10 @@ class ConfigError(SentimentError):
     """An option or setting has a value that cannot work."""
 
 
+class DeviceError(ConfigError):
+    """The device asked for is not there, its runtime is not installed, or the model is not for it."""
+
+
 class GateError(SentimentError):
     """An exported or quantised model lost accuracy beyond what the accuracy gate allows."""
 

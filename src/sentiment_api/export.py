@@ -1,4 +1,4 @@
-"""ONNX export, transformer graph fusion and int8 quantisation, behind an accuracy gate.
+"""ONNX export, transformer graph fusion, int8 quantisation and fp16, behind an accuracy gate.
 
 ``build_package`` turns a training checkpoint into the model package the engine and the server load:
 ``model.onnx``, ``tokenizer.json`` and ``model_card.json``. It is written to a temporary directory and
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from .data import LABEL, TEXT, load_splits
+from .devices import Device
 from .engine import ONNX_FILE, Classifier
 from .errors import ConfigError, GateError, ModelError
 from .extras import require
@@ -37,10 +38,12 @@ from .quantise import (
 from .tokenization import TOKENIZER_FILE
 
 __all__ = [
+    "DEVICES_OF_VARIANT",
     "QUANTISATION_SCHEMES",
     "VARIANTS",
     "GateThresholds",
     "build_package",
+    "convert_to_fp16",
     "export_onnx",
     "export_variants",
     "quantise_onnx",
@@ -52,7 +55,22 @@ def _probabilities(classifier: Classifier, texts: list[str]) -> np.ndarray:
     return classifier.probabilities_of_clean(texts)[0]
 
 
-VARIANTS = ("onnx", "onnx-optimised", "onnx-int8")
+VARIANTS = ("onnx", "onnx-optimised", "onnx-int8", "onnx-fp16")
+# each variant is made from the one named here: fp32 export -> fusions -> int8 (CPU) or fp16 (GPU)
+MADE_FROM: dict[str, str | None] = {
+    "onnx": None,
+    "onnx-optimised": "onnx",
+    "onnx-int8": "onnx-optimised",
+    "onnx-fp16": "onnx-optimised",
+}
+# where each variant runs (preferred first), recorded in its card: int8's quantised attention and
+# dynamic quantisation have no CUDA kernels, so on a GPU it would run op by op on the CPU
+DEVICES_OF_VARIANT: dict[str, list[Device]] = {
+    "onnx": ["cuda", "cpu"],
+    "onnx-optimised": ["cuda", "cpu"],
+    "onnx-int8": ["cpu"],
+    "onnx-fp16": ["cuda", "cpu"],
+}
 OPSET = 17
 
 
@@ -98,7 +116,27 @@ def optimise_onnx(source: Path, target: Path, checkpoint: Path) -> dict[str, int
     return {op: n for op, n in model.get_fused_operator_statistics().items() if n}
 
 
-def onnx_facts(path: Path, fusions: dict[str, int], quantisation: str | None) -> PackageRecord:
+def convert_to_fp16(source: Path, target: Path) -> None:
+    """Halve the fused graph's weights and arithmetic to fp16, keeping int64 inputs and fp32 logits.
+
+    ``keep_io_types``: callers feed and read the same arrays as for fp32. On a GPU every op of the
+    fused BERT graph has an fp16 kernel. ONNX Runtime's CPU provider lacks fp16 kernels for most of
+    them; its graph optimiser then inserts casts to fp32 around those ops by itself, so the package
+    still runs on the CPU (slower than fp32: the export gate and the CPU tests use that).
+    """
+    require("onnx")
+    require("onnxruntime.transformers.onnx_model")
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(source)))
+    model.convert_float_to_float16(keep_io_types=True)
+    model.save_model_to_file(str(target), use_external_data_format=False)
+
+
+def onnx_facts(
+    path: Path, fusions: dict[str, int], quantisation: str | None, devices: list[Device] | None = None
+) -> PackageRecord:
     """File name, sha256, size and opset of an ONNX file, and the runtime version, for the card."""
     require("onnx")
     require("onnxruntime")
@@ -115,26 +153,33 @@ def onnx_facts(path: Path, fusions: dict[str, int], quantisation: str | None) ->
         onnxruntime=onnxruntime.__version__,
         fusions=fusions,
         quantisation=quantisation,
+        devices=devices or [],
     )
 
 
 def export_variants(
     checkpoint: Path,
     work: Path,
-    variant: str = "onnx-int8",
+    variant: str | Sequence[str] = "onnx-int8",
     scheme: str = DEFAULT_SCHEME,
     log: Callable[[str], None] = print,
     calibration_texts: Sequence[str] = (),
 ) -> tuple[dict[str, Path], dict[str, int]]:
-    """Write every ONNX variant up to ``variant`` into ``work``; return their paths and the fusions.
+    """Write ``variant`` (or each of several) into ``work`` with every variant it is made from;
+    return their paths and the fusions.
 
-    The chain is fp32 export -> transformer fusions -> int8. The ``static`` int8 scheme reads the
-    plain fp32 export (ONNX Runtime fuses its quantised graph when it loads it) and calibrates on
-    ``calibration_texts``; the others read the fused graph.
+    The chain is fp32 export -> transformer fusions -> int8 or fp16, each step reading the one before
+    (``MADE_FROM``), except the ``static`` int8 scheme: it reads the plain fp32 export (ONNX Runtime
+    fuses its quantised graph when it loads it) and calibrates on ``calibration_texts``.
     """
-    if variant not in VARIANTS:
-        raise ConfigError(f"unknown variant {variant!r}; choose one of {', '.join(VARIANTS)}")
-    wanted = VARIANTS[: VARIANTS.index(variant) + 1]
+    wanted: set[str] = set()
+    for name in (variant,) if isinstance(variant, str) else variant:
+        if name not in VARIANTS:
+            raise ConfigError(f"unknown variant {name!r}; choose one of {', '.join(VARIANTS)}")
+        step: str | None = name
+        while step is not None:
+            wanted.add(step)
+            step = MADE_FROM[step]
     log("exporting to ONNX (fp32)")
     paths = {"onnx": export_onnx(checkpoint, Path(work) / "fp32.onnx")}
     fusions: dict[str, int] = {}
@@ -151,6 +196,10 @@ def export_variants(
         else:
             log(f"quantising weights to int8 ({scheme})")
             quantise_onnx(paths["onnx-optimised"], paths["onnx-int8"], scheme)
+    if "onnx-fp16" in wanted:
+        log("converting the fused graph to fp16")
+        paths["onnx-fp16"] = Path(work) / "fp16.onnx"
+        convert_to_fp16(paths["onnx-optimised"], paths["onnx-fp16"])
     return paths, fusions
 
 
@@ -224,7 +273,12 @@ def build_package(
             for split, frame in (("validation", splits.validation), ("test", splits.test))
         }
         card.variant = variant
-        card.package = onnx_facts(staging / ONNX_FILE, fusions, scheme if variant == "onnx-int8" else None)
+        card.package = onnx_facts(
+            staging / ONNX_FILE,
+            fusions,
+            scheme if variant == "onnx-int8" else None,
+            DEVICES_OF_VARIANT[variant],
+        )
         card.gate = gate
         card.versions = {
             **card.versions,

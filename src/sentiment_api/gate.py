@@ -1,7 +1,7 @@
 """The accuracy gate: what an exported or quantised model must keep to be packaged, and its verdict.
 
 ``run_gate`` compares each variant's validation probabilities with the model it must match: fp32
-(and fused) ONNX with PyTorch, int8 with fp32 ONNX. The :class:`GateReport` it returns is recorded
+(and fused) ONNX with PyTorch, int8 and fp16 with fp32 ONNX. The :class:`GateReport` it returns is recorded
 in the package's model card.
 """
 
@@ -40,6 +40,12 @@ class GateThresholds(BaseModel):
         "batch of random others (the packaged model); any label flip fails too.",
     )
     invariance_samples: int = Field(200, ge=1, description="Validation tweets checked for batch invariance.")
+    fp16_max_probability_diff: float = Field(
+        1e-2, description="Largest |Δp| allowed between fp16 and fp32 ONNX on the validation split."
+    )
+    fp16_min_label_agreement: float = Field(
+        0.99, description="Smallest share of validation labels fp16 must agree on with fp32."
+    )
 
 
 class GateReport(BaseModel):
@@ -67,6 +73,8 @@ class GateReport(BaseModel):
     batch_invariance_label_flips: int | None = Field(
         None, description="Tweets whose label changed between alone and inside a batch."
     )
+    fp16_vs_fp32_max_probability_diff: float | None = None
+    fp16_vs_fp32_label_agreement: float | None = None
 
     def figures(self) -> dict[str, float]:
         """The measured figures, without thresholds, verdict or the ones not measured."""
@@ -84,7 +92,8 @@ def run_gate(
 
     ``probabilities`` maps variant (``pytorch`` and the ONNX variants) to validation probabilities
     in the same row order. fp32 and optimised ONNX must match PyTorch on the first
-    ``parity_samples`` rows; int8 must agree with fp32 on labels and keep its macro-F1.
+    ``parity_samples`` rows; int8 must agree with fp32 on labels and keep its macro-F1; fp16 must
+    stay close to fp32 in probability and agree with it on labels, on every validation row.
     """
     report = GateReport(thresholds=thresholds)
     parity = slice(0, thresholds.parity_samples)
@@ -123,8 +132,27 @@ def run_gate(
                 f"int8 validation macro-F1 {f1_int8:.4f} is {drop:.4f} below fp32 {f1_full:.4f} "
                 f"> {thresholds.max_macro_f1_drop}"
             )
+    if "onnx-fp16" in probabilities:
+        _check_fp16(probabilities["onnx"], probabilities["onnx-fp16"], thresholds, report)
     report.passed = not report.failures
     return report
+
+
+def _check_fp16(fp32: np.ndarray, fp16: np.ndarray, thresholds: GateThresholds, report: GateReport) -> None:
+    diff = float(np.abs(fp16 - fp32).max())
+    agreement = float((fp16.argmax(axis=1) == fp32.argmax(axis=1)).mean())
+    report.fp16_vs_fp32_max_probability_diff = diff
+    report.fp16_vs_fp32_label_agreement = round(agreement, 4)
+    if diff > thresholds.fp16_max_probability_diff:
+        report.failures.append(
+            f"fp16 differs from fp32 by {diff:.2e} in probability "
+            f"> {thresholds.fp16_max_probability_diff:.0e}"
+        )
+    if agreement < thresholds.fp16_min_label_agreement:
+        report.failures.append(
+            f"fp16 agrees with fp32 on {agreement:.2%} of validation labels "
+            f"< {thresholds.fp16_min_label_agreement:.0%}"
+        )
 
 
 def check_batch_invariance(

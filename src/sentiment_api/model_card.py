@@ -14,10 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .corpora import CorpusRecord
 from .data import DataSpec
+from .devices import Device
 from .errors import ModelError
 from .evaluation import Scores
 from .files import file_sha256, write_text_atomic
@@ -77,6 +78,18 @@ class PackageRecord(BaseModel):
     onnxruntime: str = ""
     fusions: dict[str, int] = Field(default_factory=dict, description="Fused operators by type.")
     quantisation: str | None = Field(None, description="int8 scheme, for onnx-int8.")
+    devices: list[Device] = Field(
+        default_factory=list,
+        description="Devices the package is for, preferred first: int8 packages are for the CPU only "
+        "(their quantised ops have no CUDA kernels worth running); fp32 and fp16 ones for cuda and cpu. "
+        "Cards written before this field get it from their quantisation.",
+    )
+
+    @model_validator(mode="after")
+    def _devices_of_older_cards(self) -> PackageRecord:
+        if not self.devices:
+            self.devices = ["cpu"] if self.quantisation else ["cuda", "cpu"]
+        return self
 
 
 class SourceRecord(BaseModel):
@@ -99,7 +112,7 @@ class ModelCard(BaseModel):
     max_length: int = Field(description="Maximum input length in tokens; longer inputs are truncated.")
     pad_token_id: int = Field(0, description="Token id used to pad a batch.")
     base_model: str = Field(description="What the model was fine-tuned from.")
-    variant: str = Field("pytorch", description="pytorch, onnx, onnx-optimised or onnx-int8.")
+    variant: str = Field("pytorch", description="pytorch, onnx, onnx-optimised, onnx-int8 or onnx-fp16.")
     data: DataRecord = Field(default_factory=DataRecord, description="Data file, hash, spec and splits.")
     label_shares: dict[str, float] = Field(
         default_factory=dict, description="Share of each label in the training split."
@@ -121,6 +134,11 @@ class ModelCard(BaseModel):
     def _empty_is_none(cls, value: Any) -> Any:
         """Cards written before the card was typed say ``{}`` where a part does not apply."""
         return None if value == {} else value
+
+    def devices(self) -> list[Device]:
+        """Devices this model runs on, preferred first: a package's say; a checkpoint runs on PyTorch,
+        on either."""
+        return list(self.package.devices) if self.package is not None else ["cuda", "cpu"]
 
     def save(self, directory: Path) -> Path:
         """Write the card into ``directory`` atomically."""

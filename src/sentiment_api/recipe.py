@@ -80,7 +80,7 @@ class TrainingConfig(BaseModel):
         "target), mix (corpus rows mixed into the target's batches, one head) or joint (a head per "
         "corpus on the shared encoder).",
     )
-    corpus_epochs: int = Field(2, ge=1, description="stage: passes over the corpora.")
+    corpus_epochs: int = Field(1, ge=1, description="stage: passes over the corpora.")
     corpus_learning_rate: float = Field(1e-4, gt=0, description="stage: peak learning rate on the corpora.")
     corpus_mix_ratio: float = Field(
         1.0, gt=0, description="mix and joint: corpus rows drawn per target row in every epoch."

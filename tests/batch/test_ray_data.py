@@ -34,6 +34,17 @@ def thousands_of_tweets() -> pd.DataFrame:
     return frame
 
 
+def assert_same_rows(got: pd.DataFrame, expected: pd.DataFrame) -> None:
+    """Every column equal row for row; scores to 1e-5, since an actor may run on fewer threads
+    than the local engine and ONNX Runtime's kernels may then sum in another order."""
+    floats = [name for name in expected.columns if expected[name].dtype.kind == "f"]
+    exact = [name for name in expected.columns if name not in floats]
+    differing = [name for name in exact if not got[name].equals(expected[name])]
+    assert not differing, f"columns differ: {differing}\n{got[differing].compare(expected[differing]).head()}"
+    gap = (got[floats] - expected[floats]).abs().max().max()
+    assert gap <= 1e-5, f"scores differ by up to {gap}"
+
+
 def test_ray_writes_the_local_parquet_output_row_for_row(onnx_package, tmp_path) -> None:
     frame = thousands_of_tweets()
     (tmp_path / "in").mkdir()
@@ -49,7 +60,8 @@ def test_ray_writes_the_local_parquet_output_row_for_row(onnx_package, tmp_path)
     expected = pq.read_table(tmp_path / "local")
     got = pq.read_table(tmp_path / "ray")
     assert got.num_rows == len(frame) == 3000
-    assert got.equals(expected)
+    assert got.schema == expected.schema
+    assert_same_rows(got.to_pandas(), expected.to_pandas())
     reports = [json.loads((tmp_path / name / "_report.json").read_text()) for name in ("local", "ray")]
     same = ("rows", "scored", "skipped", "labels")
     assert [{key: report[key] for key in same} for report in reports] == [

@@ -10,6 +10,7 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
+GPU_DOCKERFILE = REPO / "deploy" / "gpu.Dockerfile"
 
 
 def hadolint() -> str:
@@ -19,8 +20,9 @@ def hadolint() -> str:
     return found
 
 
-def test_hadolint_finds_nothing() -> None:
-    result = subprocess.run([hadolint(), str(DOCKERFILE)], capture_output=True, text=True, timeout=60)
+@pytest.mark.parametrize("dockerfile", [DOCKERFILE, GPU_DOCKERFILE], ids=lambda path: path.name)
+def test_hadolint_finds_nothing(dockerfile: Path) -> None:
+    result = subprocess.run([hadolint(), str(dockerfile)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
     assert result.stdout.strip() == ""
 
@@ -52,3 +54,21 @@ def test_build_context_is_only_what_the_image_needs() -> None:
     ignored = (REPO / ".dockerignore").read_text().splitlines()
     assert ignored[1] == "*"
     assert {"!pyproject.toml", "!README.md", "!src/"} <= set(ignored)
+
+
+def test_gpu_image_runs_the_gpu_extra_on_a_cuda_cudnn_base_on_the_gpu_only() -> None:
+    text = GPU_DOCKERFILE.read_text()
+    lines = [line.strip() for line in text.splitlines()]
+    base = next(line for line in lines if line.startswith("ARG CUDA_IMAGE="))
+    assert base.startswith("ARG CUDA_IMAGE=nvidia/cuda:12.") and "-cudnn-runtime-ubuntu" in base
+    assert [line for line in lines if line.startswith("FROM")] == [
+        "FROM ${CUDA_IMAGE} AS python",
+        "FROM python AS build",
+        "FROM python AS runtime",
+    ]
+    runtime = lines[lines.index("FROM python AS runtime") :]
+    assert '/opt/venv/bin/pip install --no-compile ".[gpu]"' in text
+    assert "SENTIMENT_DEVICE=cuda \\" in runtime
+    assert "USER 10001:10001" in runtime
+    assert any(line.startswith("HEALTHCHECK") for line in runtime)
+    assert 'ENTRYPOINT ["sentiment-api", "serve"]' in runtime

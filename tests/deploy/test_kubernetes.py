@@ -10,7 +10,8 @@ import pytest
 import yaml
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
-OVERLAYS = ["dev", "prod"]
+NAMESPACES = {"dev": "sentiment-dev", "prod": "sentiment", "gpu": "sentiment-gpu"}
+OVERLAYS = list(NAMESPACES)
 
 
 def tool(name: str) -> str:
@@ -45,9 +46,7 @@ def test_overlay_renders_and_validates_strictly(overlay, tmp_path) -> None:
     kinds = {doc["kind"] for doc in documents}
     core = {"ConfigMap", "Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget"}
     assert core | {"NetworkPolicy", "Ingress"} <= kinds
-    assert {doc["metadata"]["namespace"] for doc in documents} == {
-        f"sentiment{'-dev' if overlay == 'dev' else ''}"
-    }
+    assert {doc["metadata"]["namespace"] for doc in documents} == {NAMESPACES[overlay]}
 
 
 def by_kind(documents: list[dict]) -> dict[str, dict]:
@@ -108,3 +107,26 @@ def test_prometheus_scrapes_the_metrics_port_which_only_it_can_reach(overlay, tm
     }
     if overlay == "prod":
         assert documents["ServiceMonitor"]["spec"]["endpoints"][0]["port"] == "metrics"
+
+
+def test_gpu_overlay_asks_for_one_gpu_on_gpu_nodes_and_serves_an_fp16_package_on_cuda(tmp_path) -> None:
+    documents = by_kind(render("gpu", tmp_path))
+    pod = documents["Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    settings = documents["ConfigMap"]["data"]
+
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 1
+    assert container["resources"]["requests"]["nvidia.com/gpu"] == 1
+    assert pod["nodeSelector"] == {"nvidia.com/gpu.present": "true"}
+    assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod["tolerations"]
+    assert settings["SENTIMENT_DEVICE"] == "cuda"
+    mounts = {mount["name"]: mount["mountPath"] for mount in container["volumeMounts"]}
+    assert settings["SENTIMENT_MODEL"].startswith(mounts["models"] + "/")
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
+    assert claims == ["sentiment-models"]
+    assert container["image"] == "registry.example.com/sentiment-api:0.1.0-gpu"
+    # the CPU overlays stay off GPU nodes
+    for overlay in ("dev", "prod"):
+        cpu_pod = by_kind(render(overlay, tmp_path))["Deployment"]["spec"]["template"]["spec"]
+        assert "nvidia.com/gpu" not in cpu_pod["containers"][0]["resources"]["limits"]
+        assert "tolerations" not in cpu_pod

@@ -4,6 +4,7 @@ however it ends (the real scripts, the real server; only the load generator is m
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import signal
@@ -130,3 +131,36 @@ def test_the_wrk_script_stops_its_server_when_wrk_fails(onnx_package, tiny_csv, 
         assert "wrk: failing on purpose" in log.read_text()
         assert (out / "server-w1.log").exists(), log.read_text()  # the server had started
         assert not listening(port), "the server outlived the script"
+
+
+@pytest.mark.slow
+def test_the_gpu_benchmark_measures_what_this_machine_has_and_says_why_it_skips_the_rest(
+    trained_tiny_bert, tmp_path
+) -> None:
+    out = tmp_path / "gpu-bench"
+    environment = {**os.environ, "OUT": str(out), "QUICK": "1", "PYTHON": sys.executable}
+    result = subprocess.run(
+        [shutil.which("bash") or "/bin/bash", str(REPO / "scripts" / "gpu_bench.sh"), str(trained_tiny_bert)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=environment,
+    )
+
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.startswith("== GPU\n")
+    results = json.loads((out / "results.json").read_text())
+    measured = {row["engine"] for row in results["offline"]}
+    skipped = {row["what"]: row["why"] for row in results["skipped"]}
+    assert {"ONNX Runtime int8 (onnx-int8)", "PyTorch fp32"} <= measured
+    for engine in (
+        "PyTorch fp16",
+        "PyTorch bf16",
+        "ONNX Runtime CUDA EP fp16",
+        "ONNX Runtime TensorRT EP fp16",
+    ):
+        assert engine in measured or skipped[f"{engine} on cuda"]  # measured, or skipped saying why
+    cpu_http = [row for row in results["http"] if row["device"] == "cpu"]
+    assert [row["connections"] for row in cpu_http] == [32, 256]
+    assert all(row["requests_per_s"] > 0 for row in cpu_http)
+    assert "| service | workers | connections | requests/s |" in (out / "results.md").read_text()

@@ -142,3 +142,17 @@ def test_a_tweets_answer_does_not_depend_on_what_it_is_batched_with(client) -> N
         assert [item["label"] for item in together["sentiment"]] == [item["label"] for item in alone]
         for mine, theirs in zip(alone, together["sentiment"], strict=True):
             assert theirs["score"] == pytest.approx(mine["score"], abs=1e-6)
+
+
+def test_tokenising_on_threads_of_its_own_gives_the_same_answers(onnx_package, classifier) -> None:
+    import threading
+
+    texts = [TWEET, "worst app crash ever", "panel at the store today"]
+    with serving(settings_for(onnx_package, tokenizer_threads=2)) as threaded:
+        body = threaded.post("/predict", json={"texts": texts, "top_k": 3}).json()
+        tokenisers = [t for t in threading.enumerate() if t.name.startswith("tokenise")]
+
+    assert tokenisers  # the request was tokenised off the event loop
+    for result, expected in zip(body["results"], classifier.predict(texts, top_k=3), strict=True):
+        assert [s["label"] for s in result["sentiment"]] == expected.labels
+        assert [s["score"] for s in result["sentiment"]] == pytest.approx(expected.scores, abs=1e-6)

@@ -6,6 +6,7 @@ import os
 
 from pydantic import BaseModel, Field
 
+from ..devices import DeviceChoice
 from .formats import InputFormat, OutputFormat
 
 
@@ -60,6 +61,11 @@ class PredictOptions(BaseModel):
     )
     threads: int | None = Field(
         None, ge=1, description="ONNX Runtime threads per stream (default: cores / streams)."
+    )
+    device: DeviceChoice = Field(
+        "cpu",
+        description="cpu; cuda, an NVIDIA GPU (a package for it, e.g. onnx-fp16, and the gpu extra); or "
+        "auto, the GPU when one is usable and the package is for it. Without --ray only.",
     )
     overwrite: bool = Field(
         False, description="Replace the part files of an earlier run with other settings or input."

@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError, SentimentError
+from ..errors import ConfigError, DataError, SentimentError
 from ..extras import require
 from ..files import staged_directory, write_text_atomic
 from ..model_card import ModelCard
@@ -70,6 +70,11 @@ def predict_on_ray(
     """Classify every row of ``input`` into ``output`` on Ray Data, locally or on a cluster."""
     require("pyarrow")  # a missing extra is the first thing to say, before any file is looked at
     ray = require("ray")
+    if options.device != "cpu":
+        # the actors reserve CPUs (--ray-actor-cpus), not GPUs: on a GPU they would contend unseen
+        raise ConfigError(
+            f"--device {options.device} with --ray: Ray actors run on the CPU; drop one of them"
+        )
     started = time.perf_counter()
     source = open_source(input, options.text_column, options.sheet, options.input_format)
     if source.format == "xlsx":

@@ -11,6 +11,7 @@ import enum
 import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +21,7 @@ from ..batching import BatchLimits, BatchResult, MicroBatcher, OnRows
 from ..config import Settings
 from ..engine import Classifier, Prediction
 from ..errors import NotReadyError, QueueFullError
+from ..tokenization import Encoded
 from .observability import Metrics
 
 log = logging.getLogger("sentiment_api.server")
@@ -61,6 +63,7 @@ class SentimentService:
         self.state = State.LOADING
         self.version: str | None = None
         self._loading: asyncio.Task[None] | None = None
+        self._tokenisers: ThreadPoolExecutor | None = None
 
     @property
     def ready(self) -> bool:
@@ -82,16 +85,24 @@ class SentimentService:
             self._loading.cancel()
         if self.batcher is not None:
             await self.batcher.stop()
+        if self._tokenisers is not None:
+            self._tokenisers.shutdown(wait=False, cancel_futures=True)
 
     async def _load(self) -> None:
         settings = self.settings
         try:
             if self.classifier is None:
-                self.classifier = await asyncio.to_thread(
-                    Classifier.load, settings.model, settings.inference_threads(), settings.spin
-                )
+                self.classifier = await asyncio.to_thread(self._load_classifier)
+            # batch sizes and threads for the device the model landed on (auto may have chosen)
+            settings = self.settings = settings.for_device(self.classifier.device)
+            if settings.tokenising_threads():
+                self._tokenisers = ThreadPoolExecutor(settings.tokenising_threads(), "tokenise")
             streams, solo_threads = settings.inference_streams(), settings.inference_solo_threads()
-            if streams > 1 and solo_threads > settings.inference_threads():
+            if (
+                self.classifier.device == "cpu"
+                and streams > 1
+                and solo_threads > settings.inference_threads()
+            ):
                 self.solo = await asyncio.to_thread(self.classifier.with_threads, solo_threads, settings.spin)
             limits = BatchLimits(
                 max_batch_size=settings.max_batch_size,
@@ -122,7 +133,13 @@ class SentimentService:
             self.metrics.training_share.labels(label).set(share)
         if self.state is State.LOADING:
             self.state = State.READY
-        log.info("model %s ready", self.version, extra={"fields": {"model_version": self.version}})
+        device = self.classifier.device
+        log.info(
+            "model %s ready on %s",
+            self.version,
+            device,
+            extra={"fields": {"model_version": self.version, "device": device}},
+        )
 
     async def _until_loaded(self, deadline: float) -> None:
         loading = self._loading
@@ -130,6 +147,22 @@ class SentimentService:
             await asyncio.wait({loading}, timeout=max(0.0, deadline - time.monotonic()))
         if loading is None or not loading.done() or self.state is State.FAILED:
             raise NotReadyError("the model is not loaded yet; retry shortly", retry_after=1.0)
+
+    def _load_classifier(self) -> Classifier:
+        settings = self.settings
+        return Classifier.load(
+            settings.model,
+            settings.inference_threads(),
+            settings.spin,
+            settings.device,
+            precision=settings.cuda_precision,
+            tensorrt=settings.tensorrt,
+        )
+
+    def _encode(self, texts: list[str]) -> Encoded:
+        assert self.classifier is not None
+        classifier = self.classifier
+        return classifier.tokenizer.encode([classifier.normalise(text) for text in texts])
 
     def _infer(self, ids: list[Sequence[int]], on_rows: OnRows | None = None) -> np.ndarray:
         assert self.classifier is not None
@@ -187,7 +220,10 @@ class SentimentService:
         await self._until_loaded(deadline)
         assert self.classifier is not None and self.batcher is not None
         classifier = self.classifier
-        encoded = classifier.tokenizer.encode([classifier.normalise(text) for text in texts])
+        if self._tokenisers is None:
+            encoded = self._encode(texts)
+        else:  # off the event loop, so the loop keeps reading requests and answering batches meanwhile
+            encoded = await asyncio.get_running_loop().run_in_executor(self._tokenisers, self._encode, texts)
         try:
             future = self.batcher.enqueue(encoded.ids, deadline)
         except QueueFullError:
