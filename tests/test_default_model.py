@@ -39,13 +39,50 @@ def test_default_model_matches_its_card_on_the_shared_file(measured) -> None:
         assert abs(value - getattr(recorded, metric)) <= 0.005, metric
 
 
+@pytest.fixture(scope="module")
+def served(shared_data):
+    """The shipped model through ``POST /predict`` of the real app (in process), on the test split."""
+    from sentiment_api.data import LABEL, TEXT, load_splits
+    from sentiment_api.evaluation import score_probabilities
+    from serving import serving, settings_for
+
+    card = ModelCard.load(DEFAULT)
+    _, splits = load_splits(shared_data, card.data.spec)
+    texts, truth = splits.test[TEXT].tolist(), splits.test[LABEL].tolist()
+    rows = []
+    with serving(settings_for(DEFAULT)) as client:
+        for start in range(0, len(texts), 64):
+            response = client.post("/predict", json={"texts": texts[start : start + 64], "top_k": 3})
+            assert response.status_code == 200, response.text
+            for result in response.json()["results"]:
+                scores = {item["label"]: item["score"] for item in result["sentiment"]}
+                rows.append([scores[label] for label in card.labels])
+    import numpy as np
+
+    return score_probabilities(truth, np.array(rows), card.labels)
+
+
+@pytest.mark.shared_data
+def test_served_answers_are_the_engines(served, measured) -> None:
+    for metric, value in measured.headline().items():
+        assert abs(value - served.headline()[metric]) <= 0.005, metric
+
+
+@pytest.mark.shared_data
+def test_default_model_beats_the_earlier_service_on_accuracy_and_macro_f1(served) -> None:
+    """Issue 10's bar for the shipped package, served: accuracy >= 0.66 and macro-F1 >= 0.615 (the
+    earlier service: 0.59 and 0.61); and no lower than the package it replaced (0.679 / 0.608 /
+    0.613, balanced accuracy last) on any of the three."""
+    assert served.accuracy >= 0.66
+    assert served.macro_f1 >= 0.615
+    assert served.balanced_accuracy >= 0.613
+
+
 @pytest.mark.shared_data
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 2's bar (macro-F1 0.64, balanced accuracy 0.67, accuracy 0.68) is not reached yet: "
-    "see BENCHMARKS.md; strict, so this turns red the day a model reaches it",
+    reason="issue 10's bar on balanced accuracy (0.65; the earlier service 0.648) is not reached yet: "
+    "0.643 served (BENCHMARKS.md); strict, so this turns red the day a model reaches it",
 )
-def test_default_model_keeps_the_quality_bar(measured) -> None:
-    assert measured.macro_f1 >= 0.64
-    assert measured.balanced_accuracy >= 0.67
-    assert measured.accuracy >= 0.68
+def test_default_model_beats_the_earlier_service_on_balanced_accuracy(served) -> None:
+    assert served.balanced_accuracy >= 0.65
