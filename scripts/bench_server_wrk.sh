@@ -10,7 +10,7 @@
 # - single-tweet POST /predict bodies drawn from the reference tweets (../shared/data/nlp_data.xlsx);
 # - wrk, pinned to core 1 with taskset (the server is not pinned: it has both cores, shared with wrk);
 # - for each worker count in $WORKERS and each connection count in $CONNECTIONS: a warm-up, then a
-#   timed run; plus the engine's offline batched throughput (sentiment-api bench, and
+#   timed run; the same for scripts/plain_server.py (no batching) as the baseline; plus the engine's offline batched throughput (sentiment-api bench, and
 #   scripts/offline_streams.py with the server's batches and streams) in the same run.
 #
 # Environment: WORKERS="1 2"  CONNECTIONS="1 32"  DURATION=30s  WARMUP=5s  PORT=8099  DATA=...  OUT=...
@@ -89,7 +89,19 @@ for workers in $WORKERS; do
   server=
 done
 
-# 4. One line per run: requests/s, p50, p99, errors.
+# 3b. The baseline: a plain FastAPI + ONNX Runtime server (no batching) on the same model.onnx.
+"$BIN/python" scripts/plain_server.py "$MODEL" --port "$PORT" >"$OUT/server-plain.log" 2>&1 &
+server=$!
+wait_ready "$URL/" 120 "$server" || { tail -n 20 "$OUT/server-plain.log" >&2; exit 1; }
+for connections in $CONNECTIONS; do
+  taskset -c 1 wrk -t1 -c"$connections" -d"$WARMUP" -s "$OUT/bodies.lua" "$URL" >/dev/null
+  taskset -c 1 wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$OUT/bodies.lua" "$URL" \
+    | tee "$OUT/wrk-wplain-c${connections}.txt"
+done
+stop_server "$server"
+server=
+
+# 4. One line per run: requests/s, p50, p99, errors ("plain": the baseline server).
 {
   echo "| workers | connections | requests/s | p50 | p99 | non-2xx | socket errors |"
   echo "| --- | --- | --- | --- | --- | --- | --- |"

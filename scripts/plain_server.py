@@ -38,6 +38,10 @@ def build_app(model_dir: Path) -> FastAPI:
     session = ort.InferenceSession(str(model_dir / "model.onnx"), options, providers=["CPUExecutionProvider"])
     app = FastAPI()
 
+    @app.get("/")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
     @app.post("/predict")
     def predict(request: Request) -> dict[str, object]:  # a plain def: FastAPI runs it in its thread pool
         ids = np.array([tokenizer.encode(normalise(request.text)).ids], dtype=np.int64)

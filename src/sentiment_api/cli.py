@@ -275,7 +275,7 @@ def predict(
 
         # spinning threads buy latency with idle CPU; a batch job wants throughput, and halves it
         # with spin on when other work shares the cores
-        classifier = Classifier.load(model, threads=1, spin=False, device=options.device)
+        classifier = Classifier.load(model, threads=options.threads, spin=False, device=options.device)
         score = None
         if classifier.device == "cpu":  # a GPU runs whole batches itself; CPUs run them on streams
             streams, threads = options.stream_layout()

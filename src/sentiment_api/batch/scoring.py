@@ -60,7 +60,12 @@ def classifier_scorer(classifier: Classifier, batch_size: int = 1) -> ScoreChunk
 def stream_scorer(classifier: Classifier, streams: int, threads: int, batch_size: int) -> ScoreChunk:
     """Score each chunk on ``streams`` sessions at once, ``threads`` each: the chunk is cut into as
     many slices, one per session, as the server runs its batches. With a batch-invariant model
-    (the ``static`` int8 scheme) the scores are the ones a single session gives."""
+    (the ``static`` int8 scheme) the scores are the ones a single session gives. A PyTorch
+    checkpoint scores on its own session, with its own threads."""
+    from ..engine import OnnxBackend
+
+    if not isinstance(classifier.backend, OnnxBackend):
+        return classifier_scorer(classifier, batch_size)
     if streams <= 1:
         return classifier_scorer(classifier.with_threads(threads, spin=False), batch_size)
     sessions = [classifier.with_threads(threads, spin=False) for _ in range(streams)]
