@@ -98,6 +98,8 @@ def quantise_onnx(
 
 
 def _quantise_static(source: Path, target: Path, calibration: Calibration) -> None:
+    require("onnx")
+    require("onnxruntime.quantization.matmul_nbits_quantizer")
     import onnx
     from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
 
@@ -141,6 +143,7 @@ def _quantise_static(source: Path, target: Path, calibration: Calibration) -> No
 
 
 def _calibrate_and_quantise(source: Path, target: Path, calibration: Calibration, nodes: list[str]) -> None:
+    require("onnxruntime.quantization")
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -176,6 +179,8 @@ def _calibrate_and_quantise(source: Path, target: Path, calibration: Calibration
 
 
 def _quantise_dynamic(source: Path, target: Path, hybrid: bool) -> None:
+    require("onnx")
+    require("onnxruntime.quantization.matmul_nbits_quantizer")
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
