@@ -271,14 +271,18 @@ def predict(
     else:
         from .batch.runner import predict_files
         from .batch.scoring import stream_scorer
-        from .engine import Classifier
+        from .engine import ONNX_FILE, Classifier
 
         # spinning threads buy latency with idle CPU; a batch job wants throughput, and halves it
         # with spin on when other work shares the cores
-        classifier = Classifier.load(model, threads=options.threads, spin=False, device=options.device)
+        streams, threads = options.stream_layout()
+        # a package's session is the first stream; a PyTorch checkpoint keeps every thread asked for
+        package = (Path(model) / ONNX_FILE).is_file()
+        classifier = Classifier.load(
+            model, threads=threads if package else options.threads, spin=False, device=options.device
+        )
         score = None
         if classifier.device == "cpu":  # a GPU runs whole batches itself; CPUs run them on streams
-            streams, threads = options.stream_layout()
             score = stream_scorer(classifier, streams, threads, options.batch_size)
         report = predict_files(classifier, input, output, options, score=score, log=_stderr)
     typer.echo(report.summary())

@@ -211,6 +211,7 @@ class OnnxBackend:
         ort: Any = require("onnxruntime")
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or os.cpu_count() or 1
+        self.threads: int = options.intra_op_num_threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

@@ -66,9 +66,13 @@ def stream_scorer(classifier: Classifier, streams: int, threads: int, batch_size
 
     if not isinstance(classifier.backend, OnnxBackend):
         return classifier_scorer(classifier, batch_size)
+    # the loaded session is the first stream when it has the threads one needs
+    reuse = classifier.backend.threads == threads
+    sessions = [classifier] * reuse + [
+        classifier.with_threads(threads, spin=False) for _ in range(streams - reuse)
+    ]
     if streams <= 1:
-        return classifier_scorer(classifier.with_threads(threads, spin=False), batch_size)
-    sessions = [classifier.with_threads(threads, spin=False) for _ in range(streams)]
+        return classifier_scorer(sessions[0], batch_size)
     pool = ThreadPoolExecutor(streams, thread_name_prefix="stream")  # ONNX Runtime releases the GIL
 
     def score_slice(session: Classifier, texts: Sequence[str]) -> Scores:
