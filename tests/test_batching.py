@@ -16,7 +16,13 @@ from sentiment_api.errors import DeadlineExceededError, NotReadyError, QueueFull
 
 # the service's defaults, spelled out: the batcher has none of its own (config.Settings holds them)
 LIMITS = BatchLimits(
-    max_batch_size=32, max_wait_s=0.002, token_budget=8192, queue_size=512, max_queue_wait_s=10.0, streams=1
+    max_batch_size=32,
+    max_wait_s=0.002,
+    token_budget=8192,
+    queue_size=512,
+    max_queue_wait_s=10.0,
+    queue_timeout_s=20.0,
+    streams=1,
 )
 TIMEOUT_S = 30  # no test here takes a second; past this one has hung
 
@@ -162,6 +168,65 @@ def test_a_queue_that_would_take_too_long_refuses_once_the_speed_is_known() -> N
     admitted, error = run(main())
     assert 1 <= admitted <= 3  # 0.2 s of queue at 0.08 s or more per text (0.8 x 0.1 + 0.2 x ~0)
     assert "would take about" in str(error) and "over the limit of 200 ms" in str(error)
+
+
+def test_a_speed_timed_at_warm_up_bounds_a_burst_that_arrives_first() -> None:
+    async def main():
+        model = RecordingModel()
+        model.gate.clear()
+        batcher = await started(model, max_queue_wait_s=0.2)
+        batcher.assume_speed(0.1)  # as the service does with its warm-up timing
+        first = await held(batcher, model, [[1]])
+        admitted = []
+        with pytest.raises(QueueFullError, match="over the limit of 200 ms"):
+            for n in range(10):
+                admitted.append(batcher.enqueue([[n]], later()))
+        model.gate.set()
+        await asyncio.gather(first, *admitted)
+        await batcher.stop()
+        return len(admitted)
+
+    assert run(main()) == 3  # 0, 1 and 2 texts ahead (0.2 s): the next would wait 0.3 s
+
+
+def test_a_queue_whose_oldest_text_waited_too_long_refuses_whatever_the_estimate() -> None:
+    async def main():
+        model = RecordingModel()
+        model.gate.clear()
+        batcher = await started(model, max_queue_wait_s=0.05)  # no batch timed: no estimate at all
+        first = await held(batcher, model, [[1]])
+        waiting = batcher.enqueue([[2]], later())
+        batcher.enqueue([[3]], later())  # the oldest has waited ~0 s: admitted
+        await asyncio.sleep(0.1)
+        with pytest.raises(QueueFullError) as refused:
+            batcher.enqueue([[4]], later())
+        model.gate.set()
+        await asyncio.gather(first, waiting)
+        await batcher.stop()
+        return refused.value
+
+    error = run(main())
+    assert "over the limit of 50 ms" in str(error) and error.retry_after >= 1.0
+
+
+def test_a_request_queued_past_the_queue_timeout_gets_a_503_and_no_inference() -> None:
+    async def main():
+        model = RecordingModel()
+        model.gate.clear()
+        batcher = await started(model, queue_timeout_s=0.05)
+        first = await held(batcher, model, [[1]])
+        late = batcher.enqueue([[2]], later())
+        await asyncio.sleep(0.1)  # the only stream is busy past the queue timeout
+        model.gate.set()
+        await first
+        with pytest.raises(DeadlineExceededError) as shed:
+            await batcher.wait(late, later())
+        await batcher.stop()
+        return shed.value, model.calls
+
+    error, calls = run(main())
+    assert "over the limit of 50 ms (queue_timeout_ms)" in str(error) and error.retry_after >= 1.0
+    assert calls == [[[1]]]
 
 
 def test_a_request_past_its_deadline_is_answered_and_never_inferred() -> None:

@@ -45,6 +45,7 @@ class BatchLimits:
     token_budget: int  # most input tokens in one inference call
     queue_size: int  # most texts waiting; beyond it enqueue refuses
     max_queue_wait_s: float  # most time the queued texts may take, at the measured speed; beyond it refuses
+    queue_timeout_s: float  # a job still queued after this long is answered "shed" (503), not run
     streams: int  # batches run at once, each on its own inference thread
 
 
@@ -109,6 +110,11 @@ class MicroBatcher:
         self._had_company = False
         self._seconds_per_text = 0.01
         self._speed_known = False  # no refusal by expected wait before a batch has been timed
+        # how fast the queue really drains while it holds a backlog: wall time between batches taken,
+        # per text. Under overload the event loop, busy refusing, forms batches more slowly than the
+        # inference threads could run them; only this sees that.
+        self._drain_seconds_per_text = 0.0
+        self._last_take: float | None = None  # when the last batch was taken, if others still waited
 
     @property
     def depth(self) -> int:
@@ -145,22 +151,38 @@ class MicroBatcher:
             )
         )
 
+    @property
+    def seconds_per_text(self) -> float:
+        """What each queued text adds to the wait: the recent inference time per text, or the recent
+        drain rate of a backlogged queue where that is slower."""
+        return max(self._seconds_per_text, self._drain_seconds_per_text)
+
     def retry_after(self) -> float:
         """Seconds until the queue has likely drained, at the recent speed; at least one."""
-        return max(1.0, self._depth * self._seconds_per_text)
+        return max(1.0, self._depth * self.seconds_per_text)
+
+    def assume_speed(self, seconds_per_text: float) -> None:
+        """Start from this inference time per text (timed at warm-up) until batches are timed, so a
+        burst arriving first meets the expected-wait limit as well."""
+        if not self._speed_known:
+            self._seconds_per_text = seconds_per_text
+            self._speed_known = True
 
     def admit(self, texts: int) -> None:
         """Raise :class:`QueueFullError` unless ``texts`` more could be queued now: within the queue's
-        size, and behind no more than ``max_queue_wait_s`` of work at the measured speed. Cheap, so a
-        server can ask before it reads and tokenises a request it would refuse."""
+        size, behind no more than ``max_queue_wait_s`` of work at the measured speed, and behind no
+        text that has waited that long already (whatever the estimate says). Cheap, so a server can
+        ask before it reads and tokenises a request it would refuse."""
         if self._depth + texts > self.limits.queue_size:
             raise QueueFullError(
                 f"the inference queue is full ({self._depth} of {self.limits.queue_size} texts waiting); "
                 "retry later",
                 retry_after=self.retry_after(),
             )
-        expected_wait = self._depth * self._seconds_per_text
-        if self._speed_known and self._depth and expected_wait > self.limits.max_queue_wait_s:
+        expected_wait = self._depth * self.seconds_per_text if self._speed_known else 0.0
+        if self._queue:
+            expected_wait = max(expected_wait, monotonic() - self._queue[0].enqueued)
+        if self._depth and expected_wait > self.limits.max_queue_wait_s:
             limit_ms = self.limits.max_queue_wait_s * 1000
             raise QueueFullError(
                 f"the inference queue is full: the {self._depth} texts waiting would take about "
@@ -239,6 +261,8 @@ class MicroBatcher:
         now = monotonic()
         while self._queue:
             job = self._queue[0]
+            if not job.future.done() and now - job.enqueued > self.limits.queue_timeout_s:
+                job.future.set_exception(self._shed(now - job.enqueued))
             dead = job.future.done() or job.deadline <= now
             if (
                 not dead
@@ -256,8 +280,29 @@ class MicroBatcher:
             batch.append(job)
             texts += len(job.ids)
             tokens += job.tokens
+        self._time_drain(now, texts)
         self._report_depth()
         return batch
+
+    def _shed(self, waited: float) -> DeadlineExceededError:
+        """What a job gets that waited longer than ``queue_timeout_s``: admitted under a burst the
+        queue then drained too slowly for, it is told to retry at once rather than answered late."""
+        limit_ms = self.limits.queue_timeout_s * 1000
+        return DeadlineExceededError(
+            f"the request waited {waited * 1000:.0f} ms for inference, over the limit of {limit_ms:g} ms "
+            "(queue_timeout_ms): the service is overloaded; retry later",
+            retry_after=self.retry_after(),
+        )
+
+    def _time_drain(self, now: float, texts: int) -> None:
+        """Update the drain rate with a batch of ``texts`` taken at ``now``: only where the queue held
+        texts all the time since the last batch was taken, so an idle gap never counts as slowness."""
+        if texts and self._last_take is not None:
+            per_text = (now - self._last_take) / texts
+            self._drain_seconds_per_text = 0.8 * self._drain_seconds_per_text + 0.2 * per_text
+        elif not texts and not self._queue:
+            self._drain_seconds_per_text = 0.0
+        self._last_take = now if self._queue else None
 
     async def _collect(self) -> None:
         loop = asyncio.get_running_loop()

@@ -161,6 +161,14 @@ class Settings(BaseSettings):
         "batches; a request arriving behind more gets 429 at once. Under overload this keeps latency "
         "bounded and refuses quickly rather than queueing until the deadline.",
     )
+    queue_timeout_ms: float = Field(
+        2000.0,
+        gt=0.0,
+        le=600_000.0,
+        description="Longest a request may wait for inference once accepted; past it the answer is 503 "
+        "with Retry-After rather than a late one. MAX_QUEUE_WAIT_MS keeps this rare: it is for a burst "
+        "accepted before the queue was seen to drain slowly.",
+    )
     request_timeout_s: float = Field(
         10.0, gt=0.0, le=600.0, description="Per-request deadline in seconds; past it the answer is 503."
     )

@@ -1,11 +1,13 @@
 """The same batch prediction on Ray Data, for inputs one machine cannot score in time.
 
-Ray's readers read the files (with the options the single-machine path reads them with, so the
-columns and their types are the same), ``map_batches`` hands chunks to a pool of actors that each
-load the model package once and score with the same :class:`ChunkScorer`, and Ray writes Parquet
-parts in input order. With one text per inference call (the default) every row's scores depend on
-its text alone, so the output equals the single-machine output row for row, however Ray cuts the
-input into blocks and batches.
+Ray Data reads the files through a ``Datasource`` of ours: one read task per file, read with the
+pyarrow readers the single-machine path reads with (so the columns and their types are the same),
+each row tagged with its position in the input. ``map_batches`` hands chunks to a pool of actors
+that each load the model package once and score with the same :class:`ChunkScorer`, and Ray writes
+Parquet, partitioned by the part file each row belongs to. Ray does not promise to keep blocks in
+input order (Ray 2.60 swaps them now and then, even with ``preserve_order``), so the driver then puts
+each part's rows in order by their positions, one part at a time, and writes the parts the
+single-machine path would have written: the output is the same row for row, and part for part.
 
 Every node needs this package (the project's image with the ``ray`` extra) and must see the model,
 the input and the output at the same paths: a volume every pod mounts, on Kubernetes.
@@ -20,6 +22,7 @@ import os
 import shutil
 import socket
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -30,24 +33,25 @@ from ..model_card import ModelCard
 from .options import PredictOptions, RayOptions
 from .runner import REPORT, BatchReport, check_size, clear_output, plan_output
 from .scoring import ChunkScorer, OutputColumns
-from .sinks import PART_PREFIX, merge_parts, part_files, tally_parts
-from .sources import BLOCK_BYTES, Source, conform, csv_parse_options, open_source
+from .sinks import merge_parts, part_files, part_path, table_writer, tally_parts
+from .sources import Source, open_source, read_file
 
 if TYPE_CHECKING:
     import pyarrow as pa
+
+ROW = "__sentiment_row"  # each row's position in the input, carried through Ray
+PART = "__sentiment_part"  # the part file a row belongs to: what Ray partitions its output by
+UNORDERED = "_unordered"  # Ray's output, before its rows are put in order
 
 
 class RayChunkScorer:
     """A Ray actor's work: load the model package once, then score every batch it is handed."""
 
-    def __init__(
-        self, model: str, schema: pa.Schema, text_column: str, options: dict[str, Any], threads: int
-    ) -> None:
+    def __init__(self, model: str, text_column: str, options: dict[str, Any], threads: int) -> None:
         from ..engine import Classifier
 
-        self.schema = schema
-
         settings = PredictOptions.model_validate(options)
+        self.part_rows = settings.part_rows
         # spinning threads only pay for latency; an actor is one of several on a node
         classifier = Classifier.load(Path(model), threads=threads, spin=False)
         self.score = ChunkScorer.of_classifier(
@@ -59,9 +63,13 @@ class RayChunkScorer:
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
-        """One batch, with the prediction columns added."""
-        # Ray infers JSON types block by block: the columns and types the first file has, as on one machine
-        return self.score(conform(batch, self.schema, "a Ray block"))
+        """One batch, with the prediction columns added, and each row's position and part kept."""
+        import pyarrow as pa
+
+        rows = batch.column(ROW)
+        scored = self.score(batch.drop_columns([ROW]))
+        parts = pa.array(rows.to_numpy() // self.part_rows, pa.int64())
+        return scored.append_column(ROW, rows).append_column(PART, parts)
 
 
 def predict_on_ray(
@@ -84,6 +92,8 @@ def predict_on_ray(
     card = ModelCard.load(model)
     columns = OutputColumns(tuple(card.labels), options.column_prefix)
     columns.check_free(source.columns, input)
+    if taken := sorted({ROW, PART} & set(source.columns)):
+        raise DataError(f"{input}: column {taken[0]!r} is a name --ray uses for itself; rename it")
     plan = plan_output(output, options.output_format)
     if not plan.single_file and plan.format != "parquet":
         raise DataError(f"{output}: Ray writes Parquet part files; for CSV or XLSX name one output file")
@@ -94,12 +104,13 @@ def predict_on_ray(
 
     try:
         _start(ray_options, options.progress)
-        dataset = _read(source)
+        # reading is light beside scoring: it takes no CPU of its own, so a pool of actors on every CPU
+        # cannot starve it
+        dataset = ray.data.read_datasource(_positioned_files(source, options.chunk_rows), num_cpus=0)
         scored = dataset.map_batches(
             RayChunkScorer,
             fn_constructor_kwargs={
                 "model": str(Path(model).resolve()),
-                "schema": source.schema,
                 "text_column": source.text_column,
                 "options": options.model_dump(),
                 "threads": ray_options.ray_actor_cpus,
@@ -110,8 +121,11 @@ def predict_on_ray(
             num_cpus=ray_options.ray_actor_cpus,
         )
         with staged_directory(plan.parts_dir) as staging:
-            # a fresh directory: overwriting is what lets the files have plain names
-            scored.write_parquet(str(staging), filename_provider=_part_names(), mode="overwrite")
+            scored.write_parquet(str(staging / UNORDERED), partition_cols=[PART])
+            schema = columns.output_schema(source.schema)
+            _put_in_order(staging / UNORDERED, staging, schema, options.part_rows, source.rows or 0)
+    except SentimentError:
+        raise
     except Exception as exc:
         raise _one_line(exc) from exc
     finally:
@@ -173,42 +187,68 @@ def _actor_pool(ray: Any, ray_options: RayOptions) -> Any:
     return ray.data.ActorPoolStrategy(min_size=1, max_size=most)
 
 
-def _read(source: Source) -> Any:
-    """The input as a Ray dataset, read as ``sources`` reads it: CSV columns as text, the same
-    JSON Lines types."""
+def _positioned_files(source: Source, chunk_rows: int) -> Any:
+    """A Ray ``Datasource`` of ``source``'s files: a read task per file, each row of which carries
+    its position in the whole input (the files' row counts are known from ``open_source``)."""
     require("pyarrow")
     require("ray")
+    import numpy as np
     import pyarrow as pa
-    import pyarrow.csv as pacsv
-    import pyarrow.json as pajson
-    import ray.data
+    from ray.data.block import BlockMetadata
+    from ray.data.datasource import Datasource, ReadTask
 
-    paths = [str(file) for file in source.files]
-    if source.format == "parquet":
-        return ray.data.read_parquet(paths, file_extensions=None)
-    if source.format == "jsonl":
-        explicit = pa.schema([(source.text_column, pa.string())])
-        parse = pajson.ParseOptions(explicit_schema=explicit, unexpected_field_behavior="infer")
-        return ray.data.read_json(paths, file_extensions=None, parse_options=parse)
-    return ray.data.read_csv(
-        paths,
-        file_extensions=None,
-        parse_options=csv_parse_options(source.format),
-        convert_options=pacsv.ConvertOptions(column_types={name: pa.string() for name in source.columns}),
-        read_options=pacsv.ReadOptions(block_size=BLOCK_BYTES),
-    )
+    if source.file_rows is None:
+        raise DataError(f"{source.files[0]}: its rows cannot be counted, so --ray cannot keep their order")
+    counts = source.file_rows
+    starts = np.cumsum((0, *counts[:-1])).tolist()
+
+    def reader(file: Path, start: int) -> Callable[[], Iterator[pa.Table]]:
+        return lambda: read(file, start)
+
+    def read(file: Path, start: int) -> Iterator[pa.Table]:
+        for table in read_file(source, file, chunk_rows):
+            yield table.append_column(ROW, pa.array(np.arange(start, start + table.num_rows), pa.int64()))
+            start += table.num_rows
+
+    class PositionedFiles(Datasource):
+        def estimate_inmemory_data_size(self) -> int | None:
+            return None
+
+        def get_read_tasks(self, parallelism: int, *args: Any, **kwargs: Any) -> list[Any]:
+            return [
+                ReadTask(
+                    reader(file, start),
+                    BlockMetadata(num_rows=rows, size_bytes=None, input_files=(str(file),), exec_stats=None),
+                )
+                for file, start, rows in zip(source.files, starts, counts, strict=True)
+            ]
+
+        def get_name(self) -> str:
+            return "TweetFiles"
+
+    return PositionedFiles()  # type: ignore[no-untyped-call]
 
 
-def _part_names() -> Any:
-    """Ray names its files ``part-00000.parquet`` and so on, in write-task order: input order."""
-    require("ray")
-    from ray.data.datasource import FilenameProvider
+def _put_in_order(unordered: Path, parts_dir: Path, schema: pa.Schema, part_rows: int, rows: int) -> None:
+    """Ray's partitions as the numbered part files of the single-machine path: each partition's rows
+    sorted by their input position (one part in memory at a time) and checked to be all there."""
+    require("pyarrow")
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-    class PartNames(FilenameProvider):
-        def get_filename_for_task(self, write_uuid: str, task_index: int) -> str:
-            return f"{PART_PREFIX}{task_index:05d}.parquet"
-
-    return PartNames(file_format="parquet")
+    partitions = {int(path.name.partition("=")[2]): path for path in unordered.glob(f"{PART}=*")}
+    for index in range(max(1, -(-rows // part_rows))):  # no rows at all: one empty part, as on one machine
+        first, end = index * part_rows, min(rows, (index + 1) * part_rows)
+        files = sorted(partitions[index].glob("*.parquet")) if index in partitions else []
+        table = pa.concat_tables(pq.read_table(file) for file in files).sort_by(ROW) if files else None
+        positions = table.column(ROW).to_numpy() if table is not None else np.arange(0)
+        if not np.array_equal(positions, np.arange(first, end)):
+            raise DataError(f"the Ray job lost or repeated rows {first}-{end - 1} (part {index}); run again")
+        with table_writer(part_path(parts_dir, index, "parquet"), "parquet", schema) as write:
+            if table is not None:
+                write(table.drop_columns([ROW]).cast(schema))
+    shutil.rmtree(unordered)
 
 
 def _one_line(exc: Exception) -> SentimentError:

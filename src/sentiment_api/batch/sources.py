@@ -39,7 +39,12 @@ class Source:
     schema: pa.Schema
     text_column: str
     sheet: str | None = None
-    rows: int | None = None  # None where it cannot be known cheaply
+    file_rows: tuple[int, ...] | None = None  # each file's rows; None where they cannot be known cheaply
+
+    @property
+    def rows(self) -> int | None:
+        """Rows in all the files, or None."""
+        return None if self.file_rows is None else sum(self.file_rows)
 
     @property
     def columns(self) -> list[str]:
@@ -127,20 +132,25 @@ def pick_text_column(columns: list[str], path: Path, column: str | None) -> str:
 
 def read_tables(source: Source, chunk_rows: int) -> Iterator[pa.Table]:
     """Every row of every file, in order, as tables of at most ``chunk_rows`` rows of ``source.schema``."""
+    for file in source.files:
+        yield from read_file(source, file, chunk_rows)
+
+
+def read_file(source: Source, file: Path, chunk_rows: int) -> Iterator[pa.Table]:
+    """The rows of one of ``source``'s files, in order, as tables of at most ``chunk_rows`` rows."""
     require("pyarrow")
     import pyarrow as pa
 
-    for file in source.files:
-        try:
-            if source.format == "xlsx":
-                yield from xlsx_tables(file, source.sheet, chunk_rows)
-                continue
-            for batch in _batches(file, source.format, source.schema, source.text_column, chunk_rows):
-                yield conform(pa.Table.from_batches([batch]), source.schema, file)
-        except DataError:
-            raise
-        except Exception as exc:  # pyarrow and openpyxl raise many kinds; the user needs the file and why
-            raise DataError(f"{file}: cannot read it as {source.format}: {_reason(exc)}") from exc
+    try:
+        if source.format == "xlsx":
+            yield from xlsx_tables(file, source.sheet, chunk_rows)
+            return
+        for batch in _batches(file, source.format, source.schema, source.text_column, chunk_rows):
+            yield conform(pa.Table.from_batches([batch]), source.schema, file)
+    except DataError:
+        raise
+    except Exception as exc:  # pyarrow and openpyxl raise many kinds; the user needs the file and why
+        raise DataError(f"{file}: cannot read it as {source.format}: {_reason(exc)}") from exc
 
 
 def _reason(exc: BaseException) -> str:
@@ -252,29 +262,29 @@ def conform(table: pa.Table, schema: pa.Schema, where: object) -> pa.Table:
 
 def _count_rows(
     files: list[Path], file_format: InputFormat, schema: pa.Schema, column: str, sheet: str | None
-) -> int | None:
-    """Rows in all the files: Parquet's footers say; CSV and JSON Lines are parsed once more, which
+) -> tuple[int, ...] | None:
+    """Rows in each file: Parquet's footers say; CSV and JSON Lines are parsed once more, which
     costs seconds per million rows against the hours that scoring them takes; XLSX sheets record
     their size (roughly: trailing empty rows count), or not at all."""
     require("pyarrow")
     import pyarrow as pa
 
-    total = 0
+    counts: list[int] = []
     for file in files:
         try:
             if file_format == "xlsx":
                 rows = xlsx_rows(file, sheet)
                 if rows is None:
                     return None
-                total += rows
+                counts.append(rows)
             elif file_format == "parquet":
-                total += _reader(file, file_format, schema, column).metadata.num_rows
+                counts.append(_reader(file, file_format, schema, column).metadata.num_rows)
             else:
-                total += sum(batch.num_rows for batch in _reader(file, file_format, schema, column))
+                counts.append(sum(batch.num_rows for batch in _reader(file, file_format, schema, column)))
                 # counting parsed the file: give back what the allocator kept of it
                 pa.default_memory_pool().release_unused()
         except DataError:
             raise
         except Exception as exc:
             raise DataError(f"{file}: cannot read it as {file_format}: {_reason(exc)}") from exc
-    return total
+    return tuple(counts)

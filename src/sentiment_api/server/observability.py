@@ -116,7 +116,8 @@ class Metrics:
         )
         self.shed = Counter(
             "sentiment_shed_requests",
-            "Requests refused with 429 because the inference queue was full (by texts or by expected wait).",
+            "Requests shed under load: refused with 429 because the inference queue was full (by texts or "
+            "by expected wait), or answered 503 after waiting past queue_timeout_ms or the deadline.",
             registry=r,
         )
         self.dropped_connections = Counter(

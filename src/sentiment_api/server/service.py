@@ -20,7 +20,7 @@ import numpy as np
 from ..batching import BatchLimits, BatchResult, MicroBatcher, OnRows
 from ..config import Settings
 from ..engine import Classifier, Prediction
-from ..errors import NotReadyError, QueueFullError
+from ..errors import DeadlineExceededError, NotReadyError, QueueFullError
 from ..tokenization import Encoded
 from .observability import Metrics
 
@@ -110,6 +110,7 @@ class SentimentService:
                 token_budget=settings.token_budget,
                 queue_size=settings.queue_size,
                 max_queue_wait_s=settings.max_queue_wait_ms / 1000,
+                queue_timeout_s=settings.queue_timeout_ms / 1000,
                 streams=streams,
             )
             self.batcher = MicroBatcher(
@@ -122,7 +123,8 @@ class SentimentService:
             )
             self.metrics.streams.set(limits.streams)
             self.batcher.start()
-            await self.batcher.run_in_workers(self._warm_up)
+            timings = await self.batcher.run_in_workers(self._warm_up)
+            self.batcher.assume_speed(sum(timings) / len(timings) / limits.streams)
         except Exception:
             log.exception("the model at %s could not be loaded", settings.model)
             self.state = State.FAILED
@@ -172,15 +174,22 @@ class SentimentService:
         assert self.solo is not None
         return self.solo.probabilities_of_ids(ids, self.settings.bucket_size, on_rows)
 
-    def _warm_up(self) -> None:
-        """Run the shapes traffic will bring once, so the first requests do not pay for allocation."""
+    def _warm_up(self) -> float:
+        """Run the shapes traffic will bring once, so the first requests do not pay for allocation;
+        the seconds per text of a full batch of tweet-sized texts, the queue's first speed estimate."""
         assert self.classifier is not None
-        short, long = self.classifier.tokenizer.encode(["warm up", "warm up " * 512]).ids
+        batch = self.settings.max_batch_size
+        short, typical, long = self.classifier.tokenizer.encode(
+            ["warm up", "warm up " * 12, "warm up " * 512]  # 2, about 27 (a tweet's average) and 512 tokens
+        ).ids
         infers = [self._infer] if self.solo is None else [self._infer, self._infer_solo]
-        for size in sorted({1, min(8, self.settings.max_batch_size), self.settings.max_batch_size}):
+        for size in sorted({1, min(8, batch), batch}):
             for row in (short, long):
                 for infer in infers:
                     infer([row] * size)
+        started = time.perf_counter()
+        self._infer([typical] * batch)
+        return (time.perf_counter() - started) / batch
 
     def card(self) -> dict[str, Any]:
         """The model card without local paths (or :class:`NotReadyError` before it is loaded)."""
@@ -229,7 +238,11 @@ class SentimentService:
         except QueueFullError:
             self.metrics.shed.inc()
             raise
-        result = await self.batcher.wait(future, deadline, disconnected)
+        try:
+            result = await self.batcher.wait(future, deadline, disconnected)
+        except DeadlineExceededError:
+            self.metrics.shed.inc()
+            raise
         if result is None:
             return None
         predictions = classifier.rank(result.probabilities, encoded.truncated, top_k)
