@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         "Linux), so the kernel spreads new connections evenly over them; off, they share one socket and "
         "the worker that wakes first takes most.",
     )
+    event_loop: Literal["asyncio", "uvloop"] = Field(
+        "asyncio",
+        description="The event loop: asyncio accepts every waiting connection at each turn; uvloop (libuv) "
+        "accepts one, so under overload new connections wait seconds in the kernel's queue.",
+    )
     streams: int | None = Field(
         None,
         ge=1,
@@ -175,11 +180,12 @@ class Settings(BaseSettings):
 
     # --- connections
     max_connections: int = Field(
-        1000,
+        2048,
         ge=1,
         le=1_000_000,
-        description="Most open connections (or requests in progress) per worker process; a request "
-        "arriving beyond it gets 503 at once. Raise the open-files limit (ulimit -n) with it.",
+        description="Most open connections plus requests in progress per worker process (uvicorn counts "
+        "both: N busy keep-alive connections count 2N); a request arriving beyond it gets 503 at once "
+        "and its connection is closed. Raise the open-files limit (ulimit -n) with it.",
     )
     read_timeout_s: float = Field(
         10.0,

@@ -110,6 +110,8 @@ def test_far_over_capacity_it_sheds_quickly_answers_all_it_accepts_and_recovers(
     assert set(outcomes) <= {200, 429, 503}, outcomes  # every request answered, none dropped
     assert outcomes[200] > 0 and outcomes[429] + outcomes[503] > outcomes[200]  # most refused, not queued
     assert p99[429] < p99[200]  # a refusal comes quicker than an answer
-    assert p99[200] < 10.0  # answered within the request deadline: the queue is bounded in time
+    # accepted requests wait no longer than the queue timeout (2 s by default; then 503), plus a batch
+    # and the loop's turns: neither a queue nor new connections waiting to be accepted grow without bound
+    assert p99[200] < 4.0
     assert peak - rss_before < 100 * 2**20
     assert recovered_after is not None and recovered_after < 5.0

@@ -164,7 +164,9 @@ def _start(ray_options: RayOptions, progress: bool) -> None:
     )
     logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data sets its own on import
     context = ray.data.DataContext.get_current()
-    context.execution_options.preserve_order = True  # parts in input order, as on one machine
+    # not what keeps the output in order (the parts are sorted afterwards), but it keeps the blocks of
+    # one part together, so a part is finished and written by few tasks
+    context.execution_options.preserve_order = True
     context.enable_progress_bars = progress
 
 

@@ -98,6 +98,7 @@ def serve(settings: Settings) -> None:
         port=settings.port,
         workers=settings.workers,
         http=GuardedHttpProtocol,
+        loop=settings.event_loop,
         ws="none",  # no WebSocket routes: no upgrade handling to expose
         log_config=logging_config(settings.log_level),
         log_level=settings.log_level,
