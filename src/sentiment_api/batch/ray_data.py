@@ -64,6 +64,7 @@ class RayChunkScorer:
 
     def __call__(self, batch: pa.Table) -> pa.Table:
         """One batch, with the prediction columns added, and each row's position and part kept."""
+        require("pyarrow")
         import pyarrow as pa
 
         rows = batch.column(ROW)
