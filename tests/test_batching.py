@@ -229,6 +229,29 @@ def test_a_request_queued_past_the_queue_timeout_gets_a_503_and_no_inference() -
     assert calls == [[[1]]]
 
 
+def test_a_queue_that_drains_slower_than_the_model_runs_is_timed_by_its_drain() -> None:
+    async def main():
+        batcher = await started(RecordingModel(), max_batch_size=1)  # the model answers at once
+        futures = [batcher.enqueue([[n]], later()) for n in range(30)]
+        began = time.monotonic()
+
+        async def busy_loop() -> None:  # the event loop busy elsewhere, as when it refuses a flood
+            while not all(future.done() for future in futures):
+                time.sleep(0.01)
+                await asyncio.sleep(0)
+
+        await asyncio.gather(busy_loop(), *futures)
+        per_text_seen = (time.monotonic() - began) / len(futures)
+        estimate = batcher.seconds_per_text
+        await batcher.stop()
+        return estimate, per_text_seen
+
+    estimate, seen = run(main())
+    # what a queued text adds is the rate the queue drained at; timing each inference call from its
+    # start to its answer sees about half of it (the loop's turns between batches are missing)
+    assert 0.75 * seen <= estimate <= 1.5 * seen
+
+
 def test_a_request_past_its_deadline_is_answered_and_never_inferred() -> None:
     async def main():
         model = RecordingModel()
