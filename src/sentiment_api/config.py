@@ -180,12 +180,12 @@ class Settings(BaseSettings):
 
     # --- connections
     max_connections: int = Field(
-        2048,
+        1000,
         ge=1,
         le=1_000_000,
-        description="Most open connections plus requests in progress per worker process (uvicorn counts "
-        "both: N busy keep-alive connections count 2N); a request arriving beyond it gets 503 at once "
-        "and its connection is closed. Raise the open-files limit (ulimit -n) with it.",
+        description="Most open connections (or requests in progress) per worker process; a request "
+        "arriving beyond it gets 503 at once and its connection is closed. Raise the open-files limit "
+        "(ulimit -n) with it.",
     )
     read_timeout_s: float = Field(
         10.0,
