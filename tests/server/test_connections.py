@@ -132,7 +132,10 @@ def test_beyond_the_connection_limit_requests_get_503_until_idle_ones_time_out(s
     refused, served = run(main())
 
     assert refused.status_code == 503
+    assert refused.headers["retry-after"] == "1" and refused.headers["connection"] == "close"
+    assert f"holds {MAX_CONNECTIONS} connections or requests, its limit (max_connections)" in refused.text
     assert served.status_code == 200
+    assert dropped(strict)["max_connections"] >= 1
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,6 @@
-"""Limits on connections that uvicorn lacks: a deadline for a request's headers, and their size.
+"""Limits on connections that uvicorn lacks or answers badly: a deadline for a request's headers,
+their size, and the connection limit's 503 (uvicorn's is bare; ours names the limit, says when to
+retry and is counted).
 
 uvicorn closes idle keep-alive connections, but a new connection that sends nothing, or trickles its
 headers a byte at a time, stays open for ever, and the headers it sends are never capped: a few
@@ -37,10 +39,10 @@ class ConnectionLimits:
 DEFAULT_LIMITS = ConnectionLimits(read_timeout_s=10.0, max_header_bytes=16_384)
 
 
-def _plain_response(status: str, message: str) -> bytes:
+def _plain_response(status: str, message: str, extra_headers: str = "") -> bytes:
     body = message.encode()
     head = (
-        f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        f"HTTP/1.1 {status}\r\ncontent-type: text/plain; charset=utf-8\r\n{extra_headers}"
         f"content-length: {len(body)}\r\nconnection: close\r\n\r\n"
     )
     return head.encode() + body
@@ -90,6 +92,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         limits = self.app_state.get(STATE_KEY, DEFAULT_LIMITS)
         self.limits: ConnectionLimits = limits if isinstance(limits, ConnectionLimits) else DEFAULT_LIMITS
+        # uvicorn's own check of limit_concurrency answers a bare 503; this one says which limit and
+        # when to retry, and counts the refusal
+        self.max_connections: int | None = self.limit_concurrency
+        self.limit_concurrency = None
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0
         self._in_headers = False
@@ -123,6 +129,13 @@ class GuardedHttpProtocol(HttpToolsProtocol):
     def on_headers_complete(self) -> None:
         self._in_headers = False
         self._disarm()
+        limit = self.max_connections
+        if limit is not None and not self._refused and max(len(self.connections), len(self.tasks)) >= limit:
+            message = (
+                f"the server holds {limit} connections or requests, its limit (max_connections); "
+                "retry shortly"
+            )
+            self._refuse("503 Service Unavailable", message, "max_connections", "retry-after: 1\r\n")
         if not self._refused:
             super().on_headers_complete()
 
@@ -181,10 +194,10 @@ class GuardedHttpProtocol(HttpToolsProtocol):
         self._refuse("431 Request Header Fields Too Large", message, "headers_too_large")
         return False
 
-    def _refuse(self, status: str, message: str, reason: str) -> None:
+    def _refuse(self, status: str, message: str, reason: str, extra_headers: str = "") -> None:
         self._refused = True
         if not self._busy():
-            self.transport.write(_plain_response(status, message))
+            self.transport.write(_plain_response(status, message, extra_headers))
         self._drop(reason, message)
 
     def _drop(self, reason: str, message: str) -> None:

@@ -122,8 +122,8 @@ class Metrics:
         )
         self.dropped_connections = Counter(
             "sentiment_dropped_connections",
-            "Connections closed by the server before a request was complete: too slow (read timeout) or "
-            "headers too large.",
+            "Connections closed by the server before a request was served: too slow (read timeout), "
+            "headers too large, or over the connection limit (max_connections).",
             ["reason"],
             registry=r,
         )
