@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from sentiment_api.batch import ray_data
+from sentiment_api.batch.sources import open_source
 from sentiment_api.errors import DataError
 from tweet_files import tweets, write
 
@@ -126,3 +127,24 @@ def test_an_input_column_named_like_the_row_position_is_refused(onnx_package, tm
     result = predict(onnx_package, "--input", source, "--output", tmp_path / "out", "--ray")
     assert result.returncode == 1, result.stderr
     assert f"column '{ray_data.ROW}' is a name --ray uses for itself; rename it" in result.stderr
+
+
+def test_a_large_parquet_file_is_read_in_pieces_of_row_groups_with_their_positions(
+    tmp_path, monkeypatch
+) -> None:
+    frame = tweets(1000)
+    write(tweets(300, 1), tmp_path / "a.parquet")  # a small file first: the big one's positions follow it
+    pq.write_table(
+        pa.Table.from_pandas(frame, preserve_index=False), tmp_path / "b.parquet", row_group_size=150
+    )
+    monkeypatch.setattr(ray_data, "PIECE_ROWS", 400)
+    source = open_source(tmp_path, "tweet_text")
+
+    tasks = ray_data._positioned_files(source, chunk_rows=64).get_read_tasks(1)
+    read = [pa.concat_tables(task.read_fn()) for task in tasks]
+
+    assert [task.metadata.num_rows for task in tasks] == [300, 450, 450, 100]  # row groups of 150, kept whole
+    assert [table.num_rows for table in read] == [300, 450, 450, 100]
+    whole = pa.concat_tables(read)
+    assert whole.column(ray_data.ROW).to_pylist() == list(range(1300))
+    assert whole.column("id").to_pylist()[300:] == frame["id"].tolist()

@@ -1,13 +1,14 @@
 """The same batch prediction on Ray Data, for inputs one machine cannot score in time.
 
-Ray Data reads the files through a ``Datasource`` of ours: one read task per file, read with the
-pyarrow readers the single-machine path reads with (so the columns and their types are the same),
-each row tagged with its position in the input. ``map_batches`` hands chunks to a pool of actors
-that each load the model package once and score with the same :class:`ChunkScorer`, and Ray writes
-Parquet, partitioned by the part file each row belongs to. Ray does not promise to keep blocks in
-input order (Ray 2.60 swaps them now and then, even with ``preserve_order``), so the driver then puts
-each part's rows in order by their positions, one part at a time, and writes the parts the
-single-machine path would have written: the output is the same row for row, and part for part.
+Ray Data reads the files through a ``Datasource`` of ours: one read task per file (per run of row
+groups, for a large Parquet file), read with the pyarrow readers the single-machine path reads with
+(so the columns and their types are the same), each row tagged with its position in the input.
+``map_batches`` hands chunks to a pool of actors that each load the model package once and score
+with the same :class:`ChunkScorer`, and Ray writes Parquet, partitioned by the part file each row
+belongs to. Ray does not promise to keep blocks in input order (Ray 2.60 swaps them now and then,
+even with ``preserve_order``), so the driver then puts each part's rows in order by their positions,
+one part at a time, and writes the parts the single-machine path would have written: the output is
+the same row for row, and part for part.
 
 Every node needs this package (the project's image with the ``ray`` extra) and must see the model,
 the input and the output at the same paths: a volume every pod mounts, on Kubernetes.
@@ -34,7 +35,7 @@ from .options import PredictOptions, RayOptions
 from .runner import REPORT, BatchReport, check_size, clear_output, plan_output
 from .scoring import ChunkScorer, OutputColumns
 from .sinks import merge_parts, part_files, part_path, table_writer, tally_parts
-from .sources import Source, open_source, read_file
+from .sources import Source, open_source, read_file, read_row_groups, row_group_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
 ROW = "__sentiment_row"  # each row's position in the input, carried through Ray
 PART = "__sentiment_part"  # the part file a row belongs to: what Ray partitions its output by
 UNORDERED = "_unordered"  # Ray's output, before its rows are put in order
+PIECE_ROWS = 65_536  # a Parquet file of more rows is read by several tasks, a run of row groups each
 
 
 class RayChunkScorer:
@@ -191,8 +193,9 @@ def _actor_pool(ray: Any, ray_options: RayOptions) -> Any:
 
 
 def _positioned_files(source: Source, chunk_rows: int) -> Any:
-    """A Ray ``Datasource`` of ``source``'s files: a read task per file, each row of which carries
-    its position in the whole input (the files' row counts are known from ``open_source``)."""
+    """A Ray ``Datasource`` of ``source``'s files: a read task per file (per run of row groups of
+    about :data:`PIECE_ROWS` rows, for a large Parquet file), each row of which carries its position
+    in the whole input (the files' row counts are known from ``open_source``)."""
     require("pyarrow")
     require("ray")
     import numpy as np
@@ -202,14 +205,33 @@ def _positioned_files(source: Source, chunk_rows: int) -> Any:
 
     if source.file_rows is None:
         raise DataError(f"{source.files[0]}: its rows cannot be counted, so --ray cannot keep their order")
-    counts = source.file_rows
-    starts = np.cumsum((0, *counts[:-1])).tolist()
+    starts = np.cumsum((0, *source.file_rows[:-1])).tolist()
+    pieces: list[tuple[Path, list[int] | None, int, int]] = []  # file, row groups (all: None), start, rows
+    for file, start, rows in zip(source.files, starts, source.file_rows, strict=True):
+        if source.format != "parquet" or rows <= PIECE_ROWS:
+            pieces.append((file, None, start, rows))
+            continue
+        groups: list[int] = []
+        taken = 0
+        for index, group_rows in enumerate(row_group_rows(file)):
+            groups.append(index)
+            taken += group_rows
+            if taken >= PIECE_ROWS:
+                pieces.append((file, groups, start, taken))
+                start, groups, taken = start + taken, [], 0
+        if groups:
+            pieces.append((file, groups, start, taken))
 
-    def reader(file: Path, start: int) -> Callable[[], Iterator[pa.Table]]:
-        return lambda: read(file, start)
+    def reader(file: Path, groups: list[int] | None, start: int) -> Callable[[], Iterator[pa.Table]]:
+        return lambda: read(file, groups, start)
 
-    def read(file: Path, start: int) -> Iterator[pa.Table]:
-        for table in read_file(source, file, chunk_rows):
+    def read(file: Path, groups: list[int] | None, start: int) -> Iterator[pa.Table]:
+        tables = (
+            read_file(source, file, chunk_rows)
+            if groups is None
+            else read_row_groups(source, file, groups, chunk_rows)
+        )
+        for table in tables:
             yield table.append_column(ROW, pa.array(np.arange(start, start + table.num_rows), pa.int64()))
             start += table.num_rows
 
@@ -220,10 +242,10 @@ def _positioned_files(source: Source, chunk_rows: int) -> Any:
         def get_read_tasks(self, parallelism: int, *args: Any, **kwargs: Any) -> list[Any]:
             return [
                 ReadTask(
-                    reader(file, start),
+                    reader(file, groups, start),
                     BlockMetadata(num_rows=rows, size_bytes=None, input_files=(str(file),), exec_stats=None),
                 )
-                for file, start, rows in zip(source.files, starts, counts, strict=True)
+                for file, groups, start, rows in pieces
             ]
 
         def get_name(self) -> str:

@@ -153,6 +153,32 @@ def read_file(source: Source, file: Path, chunk_rows: int) -> Iterator[pa.Table]
         raise DataError(f"{file}: cannot read it as {source.format}: {_reason(exc)}") from exc
 
 
+def read_row_groups(source: Source, file: Path, row_groups: list[int], chunk_rows: int) -> Iterator[pa.Table]:
+    """The rows of some row groups of one of ``source``'s Parquet files, in order, as tables of at most
+    ``chunk_rows`` rows: a piece of a file too large for one reader (``--ray`` splits such files)."""
+    require("pyarrow")
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
+        for batch in parquet.iter_batches(batch_size=chunk_rows, row_groups=row_groups, use_threads=False):
+            yield conform(pa.Table.from_batches([batch]), source.schema, file)
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{file}: cannot read it as {source.format}: {_reason(exc)}") from exc
+
+
+def row_group_rows(file: Path) -> list[int]:
+    """The rows of each row group of a Parquet file (from its footer)."""
+    require("pyarrow")
+    import pyarrow.parquet as pq
+
+    metadata = pq.ParquetFile(file).metadata
+    return [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)]
+
+
 def _reason(exc: BaseException) -> str:
     return " ".join(str(exc).split())[:300] or type(exc).__name__
 
