@@ -18,12 +18,13 @@ run starts again from the first row.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
 import socket
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,7 +36,7 @@ from .options import PredictOptions, RayOptions
 from .runner import REPORT, BatchReport, check_size, clear_output, plan_output
 from .scoring import ChunkScorer, OutputColumns
 from .sinks import merge_parts, part_files, part_path, table_writer, tally_parts
-from .sources import Source, open_source, read_file, read_row_groups, row_group_rows
+from .sources import Source, open_source, read_file, row_group_rows
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -222,16 +223,8 @@ def _positioned_files(source: Source, chunk_rows: int) -> Any:
         if groups:
             pieces.append((file, groups, start, taken))
 
-    def reader(file: Path, groups: list[int] | None, start: int) -> Callable[[], Iterator[pa.Table]]:
-        return lambda: read(file, groups, start)
-
     def read(file: Path, groups: list[int] | None, start: int) -> Iterator[pa.Table]:
-        tables = (
-            read_file(source, file, chunk_rows)
-            if groups is None
-            else read_row_groups(source, file, groups, chunk_rows)
-        )
-        for table in tables:
+        for table in read_file(source, file, chunk_rows, groups):
             yield table.append_column(ROW, pa.array(np.arange(start, start + table.num_rows), pa.int64()))
             start += table.num_rows
 
@@ -242,7 +235,7 @@ def _positioned_files(source: Source, chunk_rows: int) -> Any:
         def get_read_tasks(self, parallelism: int, *args: Any, **kwargs: Any) -> list[Any]:
             return [
                 ReadTask(
-                    reader(file, groups, start),
+                    functools.partial(read, file, groups, start),
                     BlockMetadata(num_rows=rows, size_bytes=None, input_files=(str(file),), exec_stats=None),
                 )
                 for file, groups, start, rows in pieces

@@ -136,8 +136,11 @@ def read_tables(source: Source, chunk_rows: int) -> Iterator[pa.Table]:
         yield from read_file(source, file, chunk_rows)
 
 
-def read_file(source: Source, file: Path, chunk_rows: int) -> Iterator[pa.Table]:
-    """The rows of one of ``source``'s files, in order, as tables of at most ``chunk_rows`` rows."""
+def read_file(
+    source: Source, file: Path, chunk_rows: int, row_groups: list[int] | None = None
+) -> Iterator[pa.Table]:
+    """The rows of one of ``source``'s files, in order, as tables of at most ``chunk_rows`` rows; of
+    only ``row_groups`` of a Parquet file when given (``--ray`` reads a large file in such pieces)."""
     require("pyarrow")
     import pyarrow as pa
 
@@ -145,7 +148,13 @@ def read_file(source: Source, file: Path, chunk_rows: int) -> Iterator[pa.Table]
         if source.format == "xlsx":
             yield from xlsx_tables(file, source.sheet, chunk_rows)
             return
-        for batch in _batches(file, source.format, source.schema, source.text_column, chunk_rows):
+        if row_groups is None:
+            batches = _batches(file, source.format, source.schema, source.text_column, chunk_rows)
+        else:
+            batches = _reader(file, "parquet", None, None).iter_batches(
+                batch_size=chunk_rows, row_groups=row_groups, use_threads=False
+            )
+        for batch in batches:
             yield conform(pa.Table.from_batches([batch]), source.schema, file)
     except DataError:
         raise
@@ -153,29 +162,9 @@ def read_file(source: Source, file: Path, chunk_rows: int) -> Iterator[pa.Table]
         raise DataError(f"{file}: cannot read it as {source.format}: {_reason(exc)}") from exc
 
 
-def read_row_groups(source: Source, file: Path, row_groups: list[int], chunk_rows: int) -> Iterator[pa.Table]:
-    """The rows of some row groups of one of ``source``'s Parquet files, in order, as tables of at most
-    ``chunk_rows`` rows: a piece of a file too large for one reader (``--ray`` splits such files)."""
-    require("pyarrow")
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        parquet = pq.ParquetFile(file, pre_buffer=False, buffer_size=1 << 20)
-        for batch in parquet.iter_batches(batch_size=chunk_rows, row_groups=row_groups, use_threads=False):
-            yield conform(pa.Table.from_batches([batch]), source.schema, file)
-    except DataError:
-        raise
-    except Exception as exc:
-        raise DataError(f"{file}: cannot read it as {source.format}: {_reason(exc)}") from exc
-
-
 def row_group_rows(file: Path) -> list[int]:
     """The rows of each row group of a Parquet file (from its footer)."""
-    require("pyarrow")
-    import pyarrow.parquet as pq
-
-    metadata = pq.ParquetFile(file).metadata
+    metadata = _reader(file, "parquet", None, None).metadata
     return [metadata.row_group(index).num_rows for index in range(metadata.num_row_groups)]
 
 
