@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 
 from sentiment_api.config import Settings, default_model_dir, load_settings
 from sentiment_api.errors import ConfigError
@@ -127,3 +128,24 @@ def test_on_a_gpu_unset_batching_settings_take_their_gpu_defaults(monkeypatch) -
     assert on_gpu.tokenising_threads() == GPU_DEFAULTS["tokenizer_threads"] > 0
     assert on_cpu.model_dump(exclude={"device"}) == settings.model_dump(exclude={"device"})
     assert on_cpu.tokenising_threads() == 0
+
+
+@pytest.mark.parametrize(
+    ("value", "mode"),
+    [
+        ("while_running", "while_running"),
+        ("always", "always"),
+        ("never", "never"),
+        ("true", "always"),
+        ("false", "never"),
+    ],
+)
+def test_spin_has_three_modes_and_still_takes_a_boolean(monkeypatch, value, mode) -> None:
+    monkeypatch.setenv("SENTIMENT_SPIN", value)
+    assert Settings().spin == mode
+
+
+def test_threads_spin_only_while_a_request_runs_by_default() -> None:
+    assert Settings().spin == "while_running"
+    with pytest.raises(ValidationError, match="spin"):
+        Settings(spin="sometimes")

@@ -30,15 +30,54 @@ def test_top_k_is_clamped_to_the_label_count(trained_tiny_bert) -> None:
     assert len(classifier.predict(["ok"], top_k=0)[0].labels) == 1
 
 
-def test_each_length_bucket_is_reported_as_soon_as_it_is_done(trained_tiny_bert) -> None:
+def test_each_length_bucket_but_the_last_is_reported_as_soon_as_it_is_done(trained_tiny_bert) -> None:
     classifier = Classifier.load(trained_tiny_bert)
-    ids = classifier.tokenizer.encode(["great", "a much longer tweet about the new ipad", "ok", "meh x"]).ids
+    texts = [
+        "great",
+        "a much longer tweet about the new ipad",
+        "ok",
+        "meh x",
+        "the longest tweet of all " * 3,
+    ]
+    ids = classifier.tokenizer.encode(texts).ids
     reported: list[tuple[list[int], np.ndarray]] = []
 
     probabilities = classifier.probabilities_of_ids(ids, 2, lambda rows, p: reported.append((list(rows), p)))
 
-    assert len(reported) == 2  # two buckets of two
-    assert sorted(i for rows, _ in reported for i in rows) == [0, 1, 2, 3]
+    assert len(reported) == 2  # three buckets; the last comes back with the return value
+    assert sorted(i for rows, _ in reported for i in rows) == [0, 1, 2, 3]  # not 4, the longest: last
     for rows, bucket in reported:
         np.testing.assert_allclose(bucket, probabilities[rows])
     assert max(len(ids[i]) for i in reported[0][0]) <= min(len(ids[i]) for i in reported[1][0])
+    one_bucket: list[object] = []
+    classifier.probabilities_of_ids(ids[:2], 2, lambda rows, p: one_bucket.append(rows))
+    assert one_bucket == []  # a single bucket is all in the return value
+
+
+def test_spin_modes_set_onnx_runtime_s_spinning_options(tmp_path) -> None:
+    """never: threads sleep; while_running: they spin inside a run and stop as it returns; always:
+    they spin between runs too (the session options ONNX Runtime reads)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sentiment_api.engine import OnnxBackend
+
+    graph = helper.make_graph(
+        [helper.make_node("Identity", ["input_ids"], ["logits"])],
+        "identity",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None, None])],
+        [helper.make_tensor_value_info("logits", TensorProto.INT64, [None, None])],
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    expected = {
+        "never": ("0", "0"),
+        "while_running": ("1", "1"),
+        "always": ("1", "0"),
+        True: ("1", "0"),
+        False: ("0", "0"),
+    }
+    for spin, (allow, stop) in expected.items():
+        options = OnnxBackend(path, threads=2, spin=spin).session.get_session_options()
+        assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow, spin
+        assert options.get_session_config_entry("session.force_spinning_stop") == stop, spin

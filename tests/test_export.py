@@ -27,8 +27,8 @@ def test_int8_package_has_model_tokenizer_and_extended_card(trained_tiny_bert, t
     assert saved.gate.passed and not saved.gate.override
     assert saved.gate.onnx_vs_pytorch_max_probability_diff is not None
     assert saved.gate.onnx_vs_pytorch_max_probability_diff <= 1e-4
-    # the default int8 scheme: ranges fixed by calibration, so a tweet's answer ignores its batch
-    assert saved.package.quantisation == "static"
+    # the default int8 scheme: every token its own scale, so a tweet's answer ignores its batch
+    assert saved.package.quantisation == "rowwise"
     assert saved.gate.batch_invariance_max_probability_diff is not None
     assert saved.gate.batch_invariance_max_probability_diff <= 1e-6
     assert saved.gate.batch_invariance_label_flips == 0
@@ -108,6 +108,16 @@ def test_export_command_exits_non_zero_with_the_figures(trained_tiny_bert, tiny_
 def test_static_int8_without_calibration_tweets_is_refused(tmp_path) -> None:
     with pytest.raises(ConfigError, match="calibration tweets"):
         quantise_onnx(tmp_path / "fp32.onnx", tmp_path / "int8.onnx", "static", None)
+
+
+def test_the_static_scheme_also_passes_the_gate_and_ignores_the_batch(
+    trained_tiny_bert, tiny_csv, tmp_path
+) -> None:
+    card = build_package(trained_tiny_bert, tmp_path / "p", tiny_csv, scheme="static", log=lambda _: None)
+    assert card.package is not None and card.package.quantisation == "static"
+    assert card.gate is not None and card.gate.passed
+    assert card.gate.batch_invariance_max_probability_diff is not None
+    assert card.gate.batch_invariance_max_probability_diff <= 1e-6
 
 
 def test_dynamic_int8_makes_answers_depend_on_the_batch_and_the_gate_says_so(

@@ -28,6 +28,7 @@ from .engine import ONNX_FILE
 from .extras import require
 from .files import staged_file, write_text_atomic
 from .model_card import ModelCard
+from .quantise import DEFAULT_SCHEME
 
 ALL_VARIANTS = ("pytorch", "onnx", "onnx-optimised", "onnx-int8", "onnx-fp16")
 # the variants a checkpoint is benchmarked as, by device: int8 is for the CPU, fp16 for a GPU
@@ -200,7 +201,7 @@ def run_bench(
     batch_size: int = 64,
     repeats: int = 5,
     speed_only: bool = False,
-    scheme: str = "static",
+    scheme: str = DEFAULT_SCHEME,
     device: DeviceChoice = "cpu",
     log: Callable[[str], None] = print,
 ) -> dict[str, Any]:

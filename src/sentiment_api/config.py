@@ -16,6 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .devices import CudaPrecision, Device, DeviceChoice
+from .engine import SpinMode
 from .errors import ConfigError
 
 MIN_API_KEY_CHARS = 16
@@ -93,8 +94,12 @@ class Settings(BaseSettings):
         "nothing else waits (default: every core; 0 or 1 turns it off). Light traffic then gets every "
         "core and answers sooner; under load the streams take over (measured in BENCHMARKS.md).",
     )
-    spin: bool = Field(
-        False, description="Let ONNX Runtime threads spin while idle: lower latency, CPU burnt while idle."
+    spin: SpinMode = Field(
+        "while_running",
+        description="When ONNX Runtime's worker threads busy-wait for work rather than sleep: "
+        "while_running (between the ops of a run, stopping as it returns: a lone request on every "
+        "core is not slowed by waking threads once per op, and an idle server burns nothing), always "
+        "(between requests too: CPU burnt while idle; true is accepted) or never (false).",
     )
 
     # --- device
@@ -277,6 +282,16 @@ class Settings(BaseSettings):
     shutdown_grace_s: float = Field(
         10.0, gt=0.0, le=600.0, description="After draining, seconds in-flight requests get to finish."
     )
+
+    @field_validator("spin", mode="before")
+    @classmethod
+    def _spin_as_boolean(cls, value: object) -> object:
+        """SPIN=true and SPIN=false, from before spinning had three modes."""
+        if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
+            return "always"
+        if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
+            return "never"
+        return {True: "always", False: "never"}.get(value, value) if isinstance(value, bool) else value
 
     @field_validator("api_keys", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod

@@ -169,8 +169,9 @@ def export_variants(
     return their paths and the fusions.
 
     The chain is fp32 export -> transformer fusions -> int8 or fp16, each step reading the one before
-    (``MADE_FROM``), except the ``static`` int8 scheme: it reads the plain fp32 export (ONNX Runtime
-    fuses its quantised graph when it loads it) and calibrates on ``calibration_texts``.
+    (``MADE_FROM``), except the ``rowwise`` and ``static`` int8 schemes: they read the plain fp32
+    export, whose dense layers are still plain ``MatMul`` nodes (ONNX Runtime fuses the quantised
+    graph when it loads it); ``static`` calibrates on ``calibration_texts``.
     """
     wanted: set[str] = set()
     for name in (variant,) if isinstance(variant, str) else variant:
@@ -193,6 +194,9 @@ def export_variants(
             log(f"quantising to int8 (static, calibrated on {CALIBRATION_TWEETS} training tweets)")
             feeds = calibration_feeds(checkpoint, calibration_texts) if calibration_texts else None
             quantise_onnx(paths["onnx"], paths["onnx-int8"], scheme, feeds)
+        elif scheme == "rowwise":
+            log("quantising to int8 (rowwise: per-token activation scales, per-channel weights)")
+            quantise_onnx(paths["onnx"], paths["onnx-int8"], scheme)
         else:
             log(f"quantising weights to int8 ({scheme})")
             quantise_onnx(paths["onnx-optimised"], paths["onnx-int8"], scheme)

@@ -1,16 +1,21 @@
 """int8 quantisation of an exported model: the schemes ``export`` offers, and their calibration.
 
-``static`` (the default) gives every tweet the same answer whatever it is batched with, and keeps
-the accuracy gate, by quantising each layer with activation scales that do not depend on the batch:
+``rowwise`` (the default) and ``static`` give every tweet the same answer whatever it is batched
+with, and keep the accuracy gate, because no activation scale is shared between tweets:
 
-- the attention projections (query, key, value, output) get int8 activations whose ranges are
-  fixed ahead of time from training tweets (``QuantizeLinear``/``DequantizeLinear`` pairs that ONNX
-  Runtime fuses into ``MatMulIntegerToFloat``, U8S8: VNNI's and AMX's native int8 product);
-- the feed-forward layers, whose inputs (layer-norm outputs with outlier channels, GELU outputs with
-  long tails) lose two to three points of label agreement with any fixed per-tensor range, become
-  8-bit ``MatMulNBits`` with ``accuracy_level=4``: int8 arithmetic, with activations quantised per
-  row in blocks of 32, so each token's scales are its own;
-- embedding tables are stored as int8.
+- ``rowwise``: every dense layer becomes an integer matrix product (``MatMulInteger``, U8S8: the
+  product VNNI and AMX compute natively) whose activations are quantised per row, that is per
+  token, at run time: each token's scale is the largest magnitude in its own row, so a row of small
+  values keeps its precision beside one with outliers, and padding or other tweets never touch it.
+  Weights are int8 per output channel. No calibration. About 1.6x the ``hybrid`` scheme's speed on
+  an AVX-512 VNNI CPU (BENCHMARKS.md).
+- ``static``: the attention projections get int8 activations whose ranges are fixed ahead of time
+  from training tweets (``QuantizeLinear``/``DequantizeLinear`` pairs that ONNX Runtime fuses into
+  ``MatMulIntegerToFloat``); the feed-forward layers, whose inputs (layer-norm outputs with outlier
+  channels, GELU outputs with long tails) lose two to three points of label agreement with any fixed
+  per-tensor range, become 8-bit ``MatMulNBits`` with ``accuracy_level=4`` (activations quantised per
+  row in blocks of 32): accurate, but barely faster than fp32 on the CPUs measured.
+- both store the embedding tables as int8.
 
 ``dynamic`` and ``hybrid`` compute activation scales per tensor at run time, over the whole padded
 batch, so a tweet's answer moves with its batch companions; they stay for comparison.
@@ -22,6 +27,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -30,8 +36,9 @@ from .extras import require
 from .model_card import ModelCard
 from .tokenization import TweetTokenizer
 
-QUANTISATION_SCHEMES = ("static", "hybrid", "dynamic")
-DEFAULT_SCHEME = "static"
+QUANTISATION_SCHEMES = ("rowwise", "static", "hybrid", "dynamic")
+DEFAULT_SCHEME = "rowwise"
+CALIBRATED_SCHEMES = ("static",)  # the schemes that need training tweets
 CALIBRATION_TWEETS = 300
 HEADS = ("pooler", "classifier")  # small final layers, kept in fp32
 NBITS_BLOCK = 32  # 128 is as accurate but not batch-invariant in ONNX Runtime 1.2x's kernels
@@ -73,6 +80,10 @@ def quantise_onnx(
 ) -> None:
     """Quantise ``source`` to int8 into ``target``.
 
+    ``rowwise`` (default; reads the plain fp32 export): every dense layer but the classification
+    head as an integer product with per-row (per-token) activation scales computed at run time and
+    int8 weights per output channel; int8 embedding tables (the module's docstring says why).
+
     ``static`` (default; reads the plain fp32 export and needs ``calibration``): attention
     projections with int8 weights per output channel and int8 activations in the min/max ranges the
     calibration tweets produce; feed-forward layers as 8-bit ``MatMulNBits`` in blocks of 32; int8
@@ -93,6 +104,8 @@ def quantise_onnx(
         if calibration is None or not calibration.feeds:
             raise ConfigError("the static int8 scheme needs calibration tweets: give the training data")
         _quantise_static(source, target, calibration)
+    elif scheme == "rowwise":
+        _quantise_rowwise(source, target)
     else:
         _quantise_dynamic(source, target, hybrid=scheme == "hybrid")
 
@@ -101,20 +114,12 @@ def _quantise_static(source: Path, target: Path, calibration: Calibration) -> No
     require("onnx")
     require("onnxruntime.quantization.matmul_nbits_quantizer")
     import onnx
-    from onnxruntime.quantization import QuantType, quant_pre_process, quantize_dynamic
+    from onnxruntime.quantization import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="sentiment-quantise-") as work:
         prepared, activations = Path(work) / "prepared.onnx", Path(work) / "activations.onnx"
         quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        model = onnx.load(str(prepared))
-        weights = {initializer.name for initializer in model.graph.initializer}
-        dense = [
-            node.name
-            for node in model.graph.node
-            if node.op_type == "MatMul"
-            and node.input[1] in weights
-            and not any(head in node.name for head in HEADS)
-        ]
+        dense = _dense_layers(onnx.load(str(prepared)))
         feed_forward = [name for name in dense if _is_feed_forward(name)]
         _calibrate_and_quantise(
             prepared, activations, calibration, [n for n in dense if n not in feed_forward]
@@ -132,14 +137,51 @@ def _quantise_static(source: Path, target: Path, calibration: Calibration) -> No
             )
             quantiser.process()
             quantiser.model.save_model_to_file(str(activations), use_external_data_format=False)
-        quantize_dynamic(  # embedding tables: int8 rows, dequantised as they are looked up
-            str(activations),
-            str(target),
-            op_types_to_quantize=["Gather"],
-            weight_type=QuantType.QInt8,
-            per_channel=False,
-            extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
-        )
+        _int8_embeddings(activations, target)
+
+
+def _quantise_rowwise(source: Path, target: Path) -> None:
+    require("onnx")
+    require("onnxruntime.quantization")
+    import onnx
+    from onnxruntime.quantization import quant_pre_process
+
+    from .rowwise import rowwise_int8
+
+    with tempfile.TemporaryDirectory(prefix="sentiment-quantise-") as work:
+        prepared, products = Path(work) / "prepared.onnx", Path(work) / "products.onnx"
+        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        model = onnx.load(str(prepared))
+        rowwise_int8(model, _dense_layers(model))
+        onnx.save(model, str(products))
+        _int8_embeddings(products, target)
+
+
+def _dense_layers(model: Any) -> list[str]:
+    """The names of the MatMul nodes with a weight matrix, but for the small final layers."""
+    weights = {initializer.name for initializer in model.graph.initializer}
+    return [
+        node.name
+        for node in model.graph.node
+        if node.op_type == "MatMul"
+        and node.input[1] in weights
+        and not any(head in node.name for head in HEADS)
+    ]
+
+
+def _int8_embeddings(source: Path, target: Path) -> None:
+    """Embedding tables as int8 rows, dequantised as they are looked up; the rest as it is."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(source),
+        str(target),
+        op_types_to_quantize=["Gather"],
+        weight_type=QuantType.QInt8,
+        per_channel=False,
+        extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
 
 
 def _calibrate_and_quantise(source: Path, target: Path, calibration: Calibration, nodes: list[str]) -> None:
