@@ -171,6 +171,8 @@ def _dense_layers(model: Any) -> list[str]:
 
 def _int8_embeddings(source: Path, target: Path) -> None:
     """Embedding tables as int8 rows, dequantised as they are looked up; the rest as it is."""
+    require("onnx")
+    require("onnxruntime.quantization")
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
