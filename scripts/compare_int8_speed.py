@@ -1,6 +1,6 @@
 """Speed of each int8 scheme (and fp32) on one checkpoint, timed in turns in one process.
 
-Usage: python scripts/compare_int8_speed.py CHECKPOINT DATA [--schemes static hybrid dynamic]
+Usage: python scripts/compare_int8_speed.py CHECKPOINT DATA [--schemes hybrid static rowwise dynamic]
        [--threads 1] [--repeats 5] [--batch 32]
 
 Each scheme is exported with the project's own ``export_variants`` (the static scheme calibrated on
@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoint", type=Path)
     parser.add_argument("data", type=Path)
-    parser.add_argument("--schemes", nargs="+", default=["static", "hybrid", "dynamic"])
+    parser.add_argument("--schemes", nargs="+", default=["hybrid", "static", "rowwise", "dynamic"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--batch", type=int, default=32)

@@ -38,7 +38,6 @@ from .tokenization import TweetTokenizer
 
 QUANTISATION_SCHEMES = ("rowwise", "static", "hybrid", "dynamic")
 DEFAULT_SCHEME = "rowwise"
-CALIBRATED_SCHEMES = ("static",)  # the schemes that need training tweets
 CALIBRATION_TWEETS = 300
 HEADS = ("pooler", "classifier")  # small final layers, kept in fp32
 NBITS_BLOCK = 32  # 128 is as accurate but not batch-invariant in ONNX Runtime 1.2x's kernels
