@@ -16,7 +16,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from .devices import CudaPrecision, Device, DeviceChoice
-from .engine import SpinMode
+from .engine import SpinMode, spin_mode
 from .errors import ConfigError
 
 MIN_API_KEY_CHARS = 16
@@ -286,12 +286,12 @@ class Settings(BaseSettings):
     @field_validator("spin", mode="before")
     @classmethod
     def _spin_as_boolean(cls, value: object) -> object:
-        """SPIN=true and SPIN=false, from before spinning had three modes."""
+        """SPIN=true and SPIN=false, from before spinning had three modes (``spin_mode`` maps them)."""
         if isinstance(value, str) and value.strip().lower() in ("true", "1", "yes", "on"):
-            return "always"
-        if isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
-            return "never"
-        return {True: "always", False: "never"}.get(value, value) if isinstance(value, bool) else value
+            value = True
+        elif isinstance(value, str) and value.strip().lower() in ("false", "0", "no", "off"):
+            value = False
+        return spin_mode(value) if isinstance(value, bool) else value
 
     @field_validator("api_keys", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod

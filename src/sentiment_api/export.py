@@ -31,6 +31,7 @@ from .model_card import ModelCard, PackageRecord, SourceRecord, library_versions
 from .quantise import (
     CALIBRATION_TWEETS,
     DEFAULT_SCHEME,
+    PLAIN_INPUT_SCHEMES,
     QUANTISATION_SCHEMES,
     calibration_feeds,
     quantise_onnx,
@@ -190,16 +191,14 @@ def export_variants(
         fusions = optimise_onnx(paths["onnx"], paths["onnx-optimised"], checkpoint)
     if "onnx-int8" in wanted:
         paths["onnx-int8"] = Path(work) / "int8.onnx"
+        feeds = None
         if scheme == "static":
             log(f"quantising to int8 (static, calibrated on {CALIBRATION_TWEETS} training tweets)")
             feeds = calibration_feeds(checkpoint, calibration_texts) if calibration_texts else None
-            quantise_onnx(paths["onnx"], paths["onnx-int8"], scheme, feeds)
-        elif scheme == "rowwise":
-            log("quantising to int8 (rowwise: per-token activation scales, per-channel weights)")
-            quantise_onnx(paths["onnx"], paths["onnx-int8"], scheme)
         else:
-            log(f"quantising weights to int8 ({scheme})")
-            quantise_onnx(paths["onnx-optimised"], paths["onnx-int8"], scheme)
+            log(f"quantising to int8 ({scheme})")
+        source = paths["onnx"] if scheme in PLAIN_INPUT_SCHEMES else paths["onnx-optimised"]
+        quantise_onnx(source, paths["onnx-int8"], scheme, feeds)
     if "onnx-fp16" in wanted:
         log("converting the fused graph to fp16")
         paths["onnx-fp16"] = Path(work) / "fp16.onnx"

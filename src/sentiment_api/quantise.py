@@ -40,6 +40,7 @@ QUANTISATION_SCHEMES = ("rowwise", "static", "hybrid", "dynamic")
 DEFAULT_SCHEME = "rowwise"
 CALIBRATION_TWEETS = 300
 HEADS = ("pooler", "classifier")  # small final layers, kept in fp32
+PLAIN_INPUT_SCHEMES = ("rowwise", "static")  # these read the plain fp32 export, not the fused graph
 NBITS_BLOCK = 32  # 128 is as accurate but not batch-invariant in ONNX Runtime 1.2x's kernels
 
 
@@ -83,7 +84,7 @@ def quantise_onnx(
     head as an integer product with per-row (per-token) activation scales computed at run time and
     int8 weights per output channel; int8 embedding tables (the module's docstring says why).
 
-    ``static`` (default; reads the plain fp32 export and needs ``calibration``): attention
+    ``static`` (reads the plain fp32 export and needs ``calibration``): attention
     projections with int8 weights per output channel and int8 activations in the min/max ranges the
     calibration tweets produce; feed-forward layers as 8-bit ``MatMulNBits`` in blocks of 32; int8
     embedding tables (the module's docstring says why).
@@ -113,11 +114,9 @@ def _quantise_static(source: Path, target: Path, calibration: Calibration) -> No
     require("onnx")
     require("onnxruntime.quantization.matmul_nbits_quantizer")
     import onnx
-    from onnxruntime.quantization import quant_pre_process
 
     with tempfile.TemporaryDirectory(prefix="sentiment-quantise-") as work:
-        prepared, activations = Path(work) / "prepared.onnx", Path(work) / "activations.onnx"
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+        prepared, activations = _prepared(source, Path(work)), Path(work) / "activations.onnx"
         dense = _dense_layers(onnx.load(str(prepared)))
         feed_forward = [name for name in dense if _is_feed_forward(name)]
         _calibrate_and_quantise(
@@ -143,17 +142,25 @@ def _quantise_rowwise(source: Path, target: Path) -> None:
     require("onnx")
     require("onnxruntime.quantization")
     import onnx
-    from onnxruntime.quantization import quant_pre_process
 
     from .rowwise import rowwise_int8
 
     with tempfile.TemporaryDirectory(prefix="sentiment-quantise-") as work:
-        prepared, products = Path(work) / "prepared.onnx", Path(work) / "products.onnx"
-        quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
-        model = onnx.load(str(prepared))
+        model = onnx.load(str(_prepared(source, Path(work))))
         rowwise_int8(model, _dense_layers(model))
+        products = Path(work) / "products.onnx"
         onnx.save(model, str(products))
         _int8_embeddings(products, target)
+
+
+def _prepared(source: Path, work: Path) -> Path:
+    """ONNX Runtime's pre-processing for quantisation (shapes inferred, graph cleaned), into ``work``."""
+    require("onnxruntime.quantization")
+    from onnxruntime.quantization import quant_pre_process
+
+    prepared = work / "prepared.onnx"
+    quant_pre_process(str(source), str(prepared), skip_symbolic_shape=True)
+    return prepared
 
 
 def _dense_layers(model: Any) -> list[str]:
