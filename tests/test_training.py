@@ -137,3 +137,24 @@ def test_layer_lr_decay_scales_each_layer(tiny_bert) -> None:
     assert decay[id(named["bert.encoder.layer.0.output.dense.bias"])] == 0.0
     assert decay[id(named["classifier.weight"])] == 0.1
     assert len(rate) == len(named)
+
+
+def test_a_soup_is_the_mean_of_its_members_weights(tiny_csv, tiny_bert, tmp_path) -> None:
+    from safetensors.numpy import load_file
+
+    recipe = TrainingConfig(base_model=str(tiny_bert), epochs=2, batch_size=8, learning_rate=5e-3, seed=3)
+    quiet = {"progress": False, "log": lambda _: None}
+    card = train(tiny_csv, tmp_path / "soup", recipe.model_copy(update={"members": 3}), **quiet)
+    assert [member.seed for member in card.training.members] == [3, 1003, 2003]
+    assert all(1 <= member.best_epoch <= 2 for member in card.training.members)
+    alone = []
+    for seed in (3, 1003, 2003):
+        train(tiny_csv, tmp_path / f"seed-{seed}", recipe.model_copy(update={"seed": seed}), **quiet)
+        alone.append(load_file(tmp_path / f"seed-{seed}" / "model.safetensors"))
+    assert not train(tiny_csv, tmp_path / "one", recipe, **quiet).training.members
+    soup = load_file(tmp_path / "soup" / "model.safetensors")
+    key = "bert.encoder.layer.0.output.dense.weight"
+    assert not np.allclose(alone[0][key], alone[1][key])  # the members differ...
+    for name, weights in soup.items():  # ...and the soup is their mean, head included
+        if weights.dtype.kind == "f":
+            assert np.allclose(weights, np.mean([member[name] for member in alone], axis=0), atol=1e-6), name

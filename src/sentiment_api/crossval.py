@@ -15,7 +15,8 @@ import itertools
 import json
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -104,9 +105,6 @@ def cross_validate(
     require("pandas")
     import pandas as pd
 
-    require("sklearn.model_selection")
-    from sklearn.model_selection import StratifiedKFold, train_test_split
-
     from .training.pipeline import fine_tune
 
     config = config or TrainingConfig()
@@ -117,24 +115,18 @@ def cross_validate(
     labels = data.labels
     pool = pd.concat([splits.train, splits.validation], ignore_index=True)
     done = _finished_folds(out_dir, config, folds, seed)
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-    for fold, (fit_rows, held_rows) in enumerate(splitter.split(pool, pool[LABEL]), start=1):
+    for split in fold_splits(pool, folds, seed):
+        fold, held_rows = split.fold, split.held_rows
         if fold in done:
             log(f"fold {fold}/{folds}: done before, {done[fold].scores.headline()}")
             continue
         started = time.perf_counter()
-        fit_part, inner = train_test_split(
-            pool.iloc[fit_rows], test_size=1 / 9, random_state=seed, stratify=pool.iloc[fit_rows][LABEL]
-        )
-        log(
-            f"fold {fold}/{folds}: training on {len(fit_part)}, choosing on {len(inner)}, "
-            f"scoring {len(held_rows)}"
-        )
+        log(f"fold {fold}/{folds}: {split}")
         trained = fine_tune(
-            fit_part.reset_index(drop=True), inner.reset_index(drop=True), labels, config, spec.normaliser,
+            split.fit, split.inner, labels, config, spec.normaliser,
             stage_dir=stage_dir, progress=progress, log=log,
         )  # fmt: skip
-        held = pool.iloc[held_rows]
+        held = split.held
         probabilities, _ = trained.classifier.probabilities_of_clean(
             held[TEXT].tolist(), config.eval_batch_size
         )
@@ -164,6 +156,35 @@ def cross_validate(
     write_text_atomic(out_dir / "crossval.md", format_crossval(outcome) + "\n")
     plot_crossval(outcome, out_dir / "crossval.png")
     return outcome
+
+
+@dataclass
+class FoldSplit:
+    """One fold's rows: trained on (``fit``), choosing the epoch (``inner``), scored (``held``)."""
+
+    fold: int
+    fit: Any
+    inner: Any
+    held: Any
+    held_rows: np.ndarray
+
+    def __str__(self) -> str:
+        return f"training on {len(self.fit)}, choosing on {len(self.inner)}, scoring {len(self.held)}"
+
+
+def fold_splits(pool: Any, folds: int, seed: int) -> Iterator[FoldSplit]:
+    """Stratified folds of ``pool``; each fold's training rows lose a stratified ninth to choose
+    the epoch on. The same ``seed`` gives the same folds, whatever the recipe."""
+    require("sklearn.model_selection")
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fold, (fit_rows, held_rows) in enumerate(splitter.split(pool, pool[LABEL]), start=1):
+        fit_part, inner = train_test_split(
+            pool.iloc[fit_rows], test_size=1 / 9, random_state=seed, stratify=pool.iloc[fit_rows][LABEL]
+        )
+        fit_part, inner = fit_part.reset_index(drop=True), inner.reset_index(drop=True)
+        yield FoldSplit(fold, fit_part, inner, pool.iloc[held_rows], held_rows)
 
 
 def _finished_folds(out_dir: Path, config: TrainingConfig, folds: int, seed: int) -> dict[int, FoldResult]:

@@ -57,6 +57,14 @@ class AveragedRecord(BaseModel):
     used: bool = False
 
 
+class MemberRecord(BaseModel):
+    """One of the models whose weights were averaged into the shipped one (``members`` > 1)."""
+
+    seed: int
+    best_epoch: int
+    validation: dict[str, float] = Field(description="Its own validation scores, before averaging.")
+
+
 class TrainingRecord(BaseModel):
     """How training went: the epochs, the one kept, and how long it took."""
 
@@ -64,6 +72,9 @@ class TrainingRecord(BaseModel):
     selection: str = Field("macro_f1", description="The validation score the epoch was chosen by.")
     history: list[EpochRecord] = Field(default_factory=list)
     averaged: AveragedRecord | None = None
+    members: list[MemberRecord] = Field(
+        default_factory=list, description="The soup's members; the fields above are the first one's."
+    )
     seconds: float = 0.0
     steps: int = 0
 

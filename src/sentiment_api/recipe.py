@@ -61,6 +61,13 @@ class TrainingConfig(BaseModel):
         description="Validation score that picks the epoch (and the average): macro-F1, balanced "
         "accuracy, the mean of both (f1_and_balanced) or of those two and accuracy (acc_f1_balanced).",
     )
+    members: int = Field(
+        1,
+        ge=1,
+        description="Fine-tune this many models from the same starting point (seeds seed, seed+1000, ...) "
+        "and keep the uniform average of their weights (a model soup): an ensemble's training cost, "
+        "one model's size and speed.",
+    )
     logit_offsets: dict[str, float] = Field(
         default_factory=dict,
         description="Added to a label's logit once training is done (built into the head's bias), "

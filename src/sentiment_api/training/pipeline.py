@@ -6,7 +6,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -18,7 +18,7 @@ from ..engine import Classifier, TorchBackend
 from ..errors import ConfigError
 from ..evaluation import Scores, score_probabilities
 from ..extras import require
-from ..model_card import AveragedRecord, DataRecord, ModelCard, TrainingRecord, library_versions
+from ..model_card import AveragedRecord, DataRecord, MemberRecord, ModelCard, TrainingRecord, library_versions
 from ..recipe import TrainingConfig
 from .base import StartingPoint, load_base, output_layer, save_checkpoint
 from .loop import Examples, Fitted, Task, average_states, class_weights, fit, new_head, selection_score
@@ -36,6 +36,7 @@ class Trained:
     fitted: Fitted
     averaged: AveragedRecord | None
     corpora: list[CorpusRecord]
+    members: list[MemberRecord] = field(default_factory=list)
 
 
 def train(
@@ -83,6 +84,7 @@ def train(
         selection=config.selection,
         history=trained.fitted.history,
         averaged=trained.averaged,
+        members=trained.members if config.members > 1 else [],
         seconds=round(time.perf_counter() - started, 1),
         steps=trained.fitted.steps,
     )
@@ -113,8 +115,41 @@ def fine_tune(
         stage = first_stage(corpora, labels, config, normaliser, stage_dir, progress=progress, log=log)
         base_config = config.model_copy(update={"base_model": str(stage.path), "base_label_map": {}})
         records = stage.records
+    members: list[Trained] = []
+    for seed in member_seeds(config):
+        if config.members > 1:
+            log(f"member {len(members) + 1}/{config.members}: seed {seed}")
+        member_config = base_config.model_copy(update={"seed": seed})
+        members.append(_fit_member(train_rows, validation_rows, corpora, labels, member_config, normaliser,
+                                   progress=progress, log=log))  # fmt: skip
+    trained = members[0] if len(members) == 1 else _soup(members, validation_rows, config, log)
+    add_logit_offsets(trained.start.model, labels, config.logit_offsets)
+    for corpus, record in zip(corpora, records, strict=False):
+        record.metrics = score_frame(trained.classifier, corpus.validation, config.eval_batch_size)
+        log(f"{record.name} validation: macro-recall {record.metrics.balanced_accuracy:.4f}")
+    trained.corpora = records
+    return trained
+
+
+def member_seeds(config: TrainingConfig) -> list[int]:
+    """The seeds of a soup's members: ``seed``, ``seed + 1000``, ... (just ``seed`` for one model)."""
+    return [config.seed + 1000 * i for i in range(config.members)]
+
+
+def _fit_member(
+    train_rows: pd.DataFrame,
+    validation_rows: pd.DataFrame,
+    corpora: list[Corpus],
+    labels: list[str],
+    config: TrainingConfig,
+    normaliser: str,
+    *,
+    progress: bool,
+    log: Callable[[str], None],
+) -> Trained:
+    """One model from ``config.base_model``: fitted, its epoch (or average) chosen on validation."""
     _seed(config.seed)
-    start = load_base(base_config, labels, log)
+    start = load_base(config, labels, log)
     probe = ModelCard(
         labels=labels, normaliser=normaliser, max_length=start.max_length,
         pad_token_id=start.pad_id, base_model=config.base_model,
@@ -127,11 +162,24 @@ def fine_tune(
     tasks = build_tasks(start, train_rows, corpora, labels, config)
     fitted = fit(start.model, start.tokenizer, tasks, config, validate, progress=progress, log=log)
     averaged = keep_best_weights(start.model, fitted, config, validate, log)
-    add_logit_offsets(start.model, labels, config.logit_offsets)
-    for corpus, record in zip(corpora, records, strict=False):
-        record.metrics = score_frame(classifier, corpus.validation, config.eval_batch_size)
-        log(f"{record.name} validation: macro-recall {record.metrics.balanced_accuracy:.4f}")
-    return Trained(start, classifier, fitted, averaged, records)
+    fitted.best_state, fitted.recent = None, []  # loaded already; a soup holds several members
+    member = MemberRecord(seed=config.seed, best_epoch=fitted.best_epoch, validation=validate().headline())
+    return Trained(start, classifier, fitted, averaged, [], [member])
+
+
+def _soup(
+    members: list[Trained], validation_rows: pd.DataFrame, config: TrainingConfig, log: Callable[[str], None]
+) -> Trained:
+    """The first member with the uniform average of every member's weights (all share one start)."""
+    first = members[0]
+    states = [member.start.model.state_dict() for member in members]
+    first.start.model.load_state_dict(average_states(states))
+    first.start.model.eval()
+    first.members = [record for member in members for record in member.members]
+    first.fitted.steps = sum(member.fitted.steps for member in members)
+    scores = score_frame(first.classifier, validation_rows, config.eval_batch_size)
+    log(f"soup of {len(members)}: validation {scores.headline()}")
+    return first
 
 
 def _set_up_torch(config: TrainingConfig) -> None:

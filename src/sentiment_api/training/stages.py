@@ -106,6 +106,7 @@ def first_stage(
             "corpora": [],
             "logit_offsets": {},
             "average_last": 1,
+            "members": 1,
         }
     )
     train_rows = pd.concat([corpus.train for corpus in corpora], ignore_index=True)

@@ -1,0 +1,166 @@
+"""Cross-validate a soup of fine-tunes (``--members N``) beside its members and their ensemble.
+
+For each fold (the same folds as ``sentiment-api crossval``, from ``crossval.fold_splits``) this
+trains the recipe's ``N`` members from one starting point, exactly as ``train --members N`` does
+(seeds ``seed``, ``seed + 1000``, ...; the first stage trained once and reused), and keeps the
+held-out probabilities of
+
+- each member alone (``member-1`` is the single-model recipe),
+- the mean of the members' probabilities (``ensemble``: N times the engine, not shippable as is),
+- the uniform average of their weights (``soup``: what ``train --members N`` ships);
+
+and the ensemble's probabilities on the fold's training rows (``teacher.txt``, CSV), the soft
+labels a distilled student would learn from.
+
+Each fold is written to ``OUT/fold-K/`` as soon as it is done, so runs can be split across
+processes (``--folds-to-run 1,3,5`` and ``2,4`` side by side) and resumed. ``--summarise`` reads
+every finished fold and prints, for each variant, the mean ± sd over folds and the nested estimate
+with per-label logit offsets tuned on the other folds' predictions (as ``crossval`` does).
+
+    python scripts/crossval_soup.py ../shared/data/nlp_data.xlsx OUT --recipe CARD_OR_JSON \
+        --members 3 --folds-to-run 1,3,5
+    python scripts/crossval_soup.py ../shared/data/nlp_data.xlsx OUT --recipe CARD_OR_JSON --summarise
+
+``--recipe`` takes a model card (its ``hyperparameters``) or a JSON ``TrainingConfig``; its logit
+offsets are dropped (offsets are tuned here, per variant) and ``--threads`` overrides its threads.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from sentiment_api.crossval import Spread, fold_splits, tune_offsets_nested
+from sentiment_api.data import LABEL, TEXT, DataSpec, load_splits
+from sentiment_api.evaluation import HEADLINE, score_probabilities
+from sentiment_api.files import write_text_atomic
+from sentiment_api.recipe import TrainingConfig
+from sentiment_api.training import average_states
+from sentiment_api.training.pipeline import fine_tune, member_seeds
+
+
+def load_recipe(path: Path, threads: int | None) -> TrainingConfig:
+    """The recipe from a model card or a JSON config, without logit offsets."""
+    raw = json.loads(path.read_text())
+    config = TrainingConfig.model_validate(raw.get("hyperparameters", raw))
+    return config.model_copy(update={"logit_offsets": {}, "members": 1, "threads": threads or config.threads})
+
+
+def run_fold(
+    split, labels, config: TrainingConfig, members: int, normaliser: str, stage_dir: Path, out: Path
+):
+    """Train the fold's members, write every variant's held-out probabilities to ``out``."""
+    started = time.perf_counter()
+    texts = split.held[TEXT].tolist()
+    seen = pd.concat([split.fit, split.inner], ignore_index=True)  # for a distilled student, later
+    probabilities, states, epochs, teacher = {}, [], [], []
+    first, start_path = None, None
+    for number, seed in enumerate(member_seeds(config.model_copy(update={"members": members})), start=1):
+        member_config = config.model_copy(update={"seed": seed})
+        if start_path is not None:  # later members start where the first did (its first stage)
+            member_config = member_config.model_copy(
+                update={"corpora": [], "base_model": start_path, "base_label_map": {}}
+            )
+        trained = fine_tune(split.fit, split.inner, labels, member_config, normaliser, stage_dir=stage_dir)
+        start_path = start_path or trained.start.model.name_or_path
+        first = first or trained
+        probabilities[f"member-{number}"], _ = trained.classifier.probabilities_of_clean(texts, 128)
+        states.append({k: v.detach().clone() for k, v in trained.start.model.state_dict().items()})
+        teacher.append(trained.classifier.probabilities_of_clean(seen[TEXT].tolist(), 128)[0])
+        epochs.append(trained.fitted.best_epoch)
+    probabilities["ensemble"] = np.mean([probabilities[f"member-{n}"] for n in range(1, members + 1)], axis=0)
+    first.start.model.load_state_dict(average_states(states))
+    first.start.model.eval()
+    probabilities["soup"], _ = first.classifier.probabilities_of_clean(texts, 128)
+    out.mkdir(parents=True, exist_ok=True)
+    for variant, values in probabilities.items():
+        rows = split.held[[TEXT, LABEL]].copy()
+        rows.insert(0, "index", split.held_rows)
+        rows.insert(1, "fold", split.fold)
+        for j, label in enumerate(labels):
+            rows[f"p_{label}"] = values[:, j]
+        write_text_atomic(out / f"{variant}.csv", rows.to_csv(index=False))
+    seen[[f"p_{label}" for label in labels]] = np.mean(teacher, axis=0)
+    write_text_atomic(out / "teacher.txt", seen.to_csv(index=False))  # not a variant: no .csv suffix
+    done = {
+        "fold": split.fold,
+        "best_epochs": epochs,
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+    }
+    write_text_atomic(out / "done.json", json.dumps(done) + "\n")
+    print(f"fold {split.fold}: done in {done['minutes']} min, best epochs {epochs}", flush=True)
+
+
+def summarise(out: Path, labels: list[str], criterion: str) -> str:
+    """Markdown: per variant, mean ± sd over folds, per-label recall, and the nested offsets estimate."""
+    fold_dirs = sorted(d for d in out.glob("fold-*") if (d / "done.json").is_file())
+    variants = sorted({f.stem for d in fold_dirs for f in d.glob("*.csv")}, key=lambda v: (v[0] != "m", v))
+    lines = [
+        f"{len(fold_dirs)} folds; nested: logit offsets tuned ({criterion}) on the other folds' predictions",
+        "",
+        "| variant | accuracy | balanced accuracy | macro-F1 | recall per label | offsets (all folds) "
+        "| nested acc / bal / F1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for variant in variants:
+        oof = pd.concat([pd.read_csv(d / f"{variant}.csv") for d in fold_dirs], ignore_index=True)
+        per_fold = [
+            score_probabilities(part[LABEL].tolist(), part[[f"p_{x}" for x in labels]].to_numpy(), labels)
+            for _, part in oof.groupby("fold")
+        ]
+        spread = {name: Spread.of([getattr(s, name) for s in per_fold]) for name in HEADLINE}
+        recall = " / ".join(
+            f"{Spread.of([s.per_class[x].recall for s in per_fold]).mean:.3f}" for x in labels
+        )
+        tuned = tune_offsets_nested(oof, labels, criterion)
+        nested = " / ".join(f"{tuned.nested[name]}" for name in HEADLINE)
+        offsets = ", ".join(f"{k.split()[0]} {v:+.1f}" for k, v in tuned.offsets.items() if v)
+        lines.append(
+            f"| {variant} | {spread['accuracy']} | {spread['balanced_accuracy']} | {spread['macro_f1']} | "
+            f"{recall} | {offsets or 'none'} | {nested} |"
+        )
+    epochs = [json.loads((d / "done.json").read_text()) for d in fold_dirs]
+    lines += ["", "best epochs per fold: " + "; ".join(f"{e['fold']}: {e['best_epochs']}" for e in epochs)]
+    lines += ["minutes per fold: " + ", ".join(str(e["minutes"]) for e in epochs)]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("data", type=Path)
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--recipe", type=Path, required=True)
+    parser.add_argument("--members", type=int, default=3)
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--cv-seed", type=int, default=0)
+    parser.add_argument("--folds-to-run", default="", help="comma-separated fold numbers (default: all)")
+    parser.add_argument("--stage-dir", type=Path, default=Path("runs/stages"))
+    parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--criterion", default="f1_and_balanced")
+    parser.add_argument("--summarise", action="store_true")
+    args = parser.parse_args()
+    spec = DataSpec()
+    data, splits = load_splits(args.data, spec)
+    if args.summarise:
+        print(summarise(args.out, data.labels, args.criterion))
+        return
+    config = load_recipe(args.recipe, args.threads)
+    wanted = {int(k) for k in args.folds_to_run.split(",") if k} or set(range(1, args.folds + 1))
+    pool = pd.concat([splits.train, splits.validation], ignore_index=True)
+    for split in fold_splits(pool, args.folds, args.cv_seed):
+        target = args.out / f"fold-{split.fold}"
+        if split.fold not in wanted or (target / "done.json").is_file():
+            continue
+        print(f"fold {split.fold}/{args.folds}: {split}", flush=True)
+        run_fold(split, data.labels, config, args.members, spec.normaliser, args.stage_dir, target)
+
+
+if __name__ == "__main__":
+    main()
