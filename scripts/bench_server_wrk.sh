@@ -11,7 +11,9 @@
 # - wrk, pinned to core 1 with taskset (the server is not pinned: it has both cores, shared with wrk);
 # - for each worker count in $WORKERS and each connection count in $CONNECTIONS: a warm-up, then a
 #   timed run; the same for scripts/plain_server.py (no batching) as the baseline; plus the engine's offline batched throughput (sentiment-api bench, and
-#   scripts/offline_streams.py with the server's batches and streams) in the same run.
+#   scripts/offline_streams.py with the server's batches and streams) in the same run;
+# - each timed run through scripts/cpu_split.py: the CPU the server's event loop, its other threads
+#   and wrk spent per request, so the gap to the offline figure can be accounted for.
 #
 # Environment: WORKERS="1 2"  CONNECTIONS="1 32"  DURATION=30s  WARMUP=5s  PORT=8099  DATA=...  OUT=...
 # Run it on a quiet machine: other CPU load (training jobs) makes every number meaningless.
@@ -81,7 +83,8 @@ for workers in $WORKERS; do
   sleep 2  # let every worker finish warming up
   for connections in $CONNECTIONS; do
     taskset -c 1 wrk -t1 -c"$connections" -d"$WARMUP" -s "$OUT/bodies.lua" "$URL" >/dev/null
-    taskset -c 1 wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$OUT/bodies.lua" "$URL" \
+    "$BIN/python" scripts/cpu_split.py "$server" -- \
+      taskset -c 1 wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$OUT/bodies.lua" "$URL" \
       | tee "$OUT/wrk-w${workers}-c${connections}.txt"
   done
   curl -s "$URL/metrics" >"$OUT/metrics-w${workers}.txt"
@@ -95,7 +98,8 @@ server=$!
 wait_ready "$URL/" 120 "$server" || { tail -n 20 "$OUT/server-plain.log" >&2; exit 1; }
 for connections in $CONNECTIONS; do
   taskset -c 1 wrk -t1 -c"$connections" -d"$WARMUP" -s "$OUT/bodies.lua" "$URL" >/dev/null
-  taskset -c 1 wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$OUT/bodies.lua" "$URL" \
+  "$BIN/python" scripts/cpu_split.py "$server" -- \
+    taskset -c 1 wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$OUT/bodies.lua" "$URL" \
     | tee "$OUT/wrk-wplain-c${connections}.txt"
 done
 stop_server "$server"
