@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from sentiment_api.devices import this_cpu
+
 
 def rss_kib(pid: int, field: str = "VmRSS") -> int:
     """A /proc status field of one process in KiB (0 once it is gone)."""
@@ -52,13 +54,6 @@ def descendants(root: int) -> set[int]:
         tree.update(children)
         frontier.extend(children)
     return tree
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.partition(":")[2].strip()
-    return "unknown"
 
 
 def main() -> None:
@@ -92,7 +87,7 @@ def main() -> None:
     rows = report.get("rows") or int(output.split()[1])
     print(output.strip())
     load = f"load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
-    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; {load}")
+    print(f"CPU: {this_cpu().model}, {os.cpu_count()} cores; {load}")
     print(
         "| rows | wall s | tweets/s | peak RSS of predict, MB | peak RSS of its process tree, MB | options |"
     )

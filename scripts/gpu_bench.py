@@ -106,20 +106,16 @@ def markdown(data: dict[str, Any]) -> str:
 
 def describe_machine() -> dict[str, Any]:
     from sentiment_api.bench import gpu_name
-    from sentiment_api.devices import onnxruntime_providers
+    from sentiment_api.devices import onnxruntime_providers, this_cpu
 
     found: dict[str, Any] = {
         "gpu": gpu_name(),
-        "cpu": platform.processor() or "unknown",
+        "cpu": this_cpu().model,
         "cores": os.cpu_count(),
         "python": platform.python_version(),
         "providers": onnxruntime_providers(),
         "date": time.strftime("%Y-%m-%d"),
     }
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            found["cpu"] = line.split(":", 1)[1].strip()
-            break
     try:
         import torch
 

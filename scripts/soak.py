@@ -26,7 +26,6 @@ import asyncio
 import csv
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,6 +35,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from http_load import REPO, Server, Window, closed_loop, open_loop, serving
+
+from sentiment_api.devices import this_cpu
 
 
 @dataclass
@@ -52,13 +53,6 @@ class Row:
     other_files: int
     outcomes: str  # what the requests that were not answered 200 got instead
     load_1m: float  # the machine's load average: other work on it shows here
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def measure_capacity(server: Server, seconds: float) -> float:
@@ -210,7 +204,7 @@ def main() -> None:
         writer.writerow(Row.__dataclass_fields__)
         writer.writerows([list(vars(row).values()) for row in rows])
     summary = {
-        "cpu": cpu_model(),
+        "cpu": this_cpu().model,
         "cores": os.cpu_count(),
         "load_average_before": load_before,
         "load_average_after": os.getloadavg(),
@@ -224,7 +218,9 @@ def main() -> None:
         "verdict": result,
     }
     (args.out / "soak.json").write_text(json.dumps(summary, indent=2) + "\n")
-    title = f"soak: {rate:.0f} requests/s for {args.minutes:g} min ({cpu_model()}, {os.cpu_count()} cores)"
+    title = (
+        f"soak: {rate:.0f} requests/s for {args.minutes:g} min ({this_cpu().model}, {os.cpu_count()} cores)"
+    )
     plot(rows, warmup_s, args.out / "soak.png", title)
     print(json.dumps(result, indent=2))
     print(f"wrote {args.out / 'soak.csv'}, soak.json and soak.png")

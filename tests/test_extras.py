@@ -130,12 +130,13 @@ def test_a_missing_module_is_one_line_naming_its_extra(monkeypatch) -> None:
 
 
 def test_a_module_missing_its_own_optional_dependency_names_that_extra(tmp_path, monkeypatch) -> None:
-    (tmp_path / "fusion_tool.py").write_text("import onnx\n")
+    (tmp_path / "fusion_tool.py").write_text("import onnx_ir\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setitem(EXTRA_OF_MODULE, "fusion_tool", "serve")
-    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setitem(sys.modules, "onnx_ir", None)
 
-    with pytest.raises(DependencyError, match=re.escape("fusion_tool needs onnx, which is not installed; ")):
+    expected = "fusion_tool needs onnx_ir, which is not installed; "
+    with pytest.raises(DependencyError, match=re.escape(expected)):
         require("fusion_tool")
     with pytest.raises(DependencyError, match=re.escape("pip install 'sentiment-api[export]'")):
         require("fusion_tool")
@@ -213,7 +214,7 @@ def run_without(blocked: set[str], *args: object, tmp_path: Path) -> subprocess.
         (
             SERVING_INSTALL,
             ["export", "checkpoint", "--out", "package", "--data", "tweets.csv"],
-            "onnx",
+            "onnx_ir",
             "export",
         ),
         (SERVING_INSTALL, ["data", "split", "tweets.csv"], "pandas", "data"),

@@ -6,7 +6,9 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sentiment_api.rowwise import rowwise_int8
+from sentiment_api import engine
+from sentiment_api.devices import Cpu
+from sentiment_api.rowwise import exact_int8, rowwise_int8
 
 
 def dense_model(weight: np.ndarray, opset: int, layers: int = 2):
@@ -28,6 +30,9 @@ def dense_model(weight: np.ndarray, opset: int, layers: int = 2):
 
 
 def run(model, x: np.ndarray) -> np.ndarray:
+    """``model`` on ONNX Runtime, its int8 products exact on any CPU (``exact_int8``, on a copy)."""
+    model = onnx.ModelProto.FromString(model.SerializeToString())
+    exact_int8(model)
     session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
     return session.run(None, {"x": x})[0]
 
@@ -68,3 +73,54 @@ def test_only_the_named_layers_change() -> None:
     ]
     assert ops == [("layer0", "MatMul"), ("layer1", "MatMulInteger"), ("side", "MatMul")]
     assert "w" in {initializer.name for initializer in model.graph.initializer}  # still read by the others
+
+
+def worst_case() -> tuple:
+    """Every activation at the top of its row (uint8 255) against columns of weights at their largest
+    (int8 127): each pair of products 2 · 255 · 127, twice what a 16-bit sum holds."""
+    weight = np.full((64, 8), 0.05, dtype=np.float32)
+    x = np.ones((1, 2, 64), dtype=np.float32)
+    model = dense_model(weight, 17, layers=1)
+    rowwise_int8(model, ["layer0", "side"])
+    return model, x, 2 * x @ weight  # layer0 + side, the same product twice
+
+
+def test_exact_int8_makes_the_largest_products_exact_on_every_cpu() -> None:
+    """On AVX2 without VNNI the uint8 x int8 product saturates (``vpmaddubsw``); uint8 x uint8 with
+    the weights shifted by their zero point gives the same integers on a path that cannot."""
+    model, x, expected = worst_case()
+    assert exact_int8(model) == 2
+    onnx.checker.check_model(model)
+    weights = [i for i in model.graph.initializer if i.data_type in (TensorProto.INT8, TensorProto.UINT8)]
+    assert {numpy_helper.to_array(w).dtype for w in weights} == {np.dtype(np.uint8)}  # one shifted copy
+    np.testing.assert_allclose(run(model, x), expected, rtol=0.02)
+    assert exact_int8(model) == 0  # nothing left to rewrite
+
+
+def test_weights_that_cannot_saturate_are_left_alone() -> None:
+    model = dense_model(np.eye(8, dtype=np.float32) * 0.5, 17)
+    rowwise_int8(model, ["layer0"])
+    for initializer in model.graph.initializer:
+        if initializer.data_type == TensorProto.INT8:
+            initializer.CopyFrom(
+                numpy_helper.from_array(numpy_helper.to_array(initializer) // 2, initializer.name)
+            )
+    assert exact_int8(model) == 0  # |w| ≤ 63: no pair can reach 2**15
+
+
+@pytest.mark.parametrize(
+    ("flags", "rewritten"), [({"avx2"}, 2), ({"avx2", "avx512_vnni"}, 0), ({"amx_int8"}, 0)]
+)
+def test_the_engine_loads_int8_products_exactly_where_the_cpu_would_saturate(
+    tmp_path, monkeypatch, flags, rewritten
+) -> None:
+    import platform
+
+    model, x, expected = worst_case()
+    onnx.save(model, tmp_path / "model.onnx")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(engine, "this_cpu", lambda: Cpu("a test CPU", frozenset(flags)))
+    backend = engine.OnnxBackend(tmp_path / "model.onnx", threads=1)
+    assert backend.exact_int8_products == rewritten
+    if rewritten:  # exact here whatever this machine's CPU is
+        np.testing.assert_allclose(backend.session.run(None, {"x": x})[0], expected, rtol=0.02)

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from .data import LABEL, TEXT, load_splits
-from .devices import DeviceChoice
+from .devices import DeviceChoice, this_cpu
 from .engine import ONNX_FILE
 from .extras import require
 from .files import staged_file, write_text_atomic
@@ -43,21 +43,12 @@ def describe_machine(threads: int) -> dict[str, Any]:
     """CPU model, cores, vector extensions and library versions, for the record."""
     from .model_card import library_versions
 
-    cpu, flags = platform.processor() or "unknown", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
+    cpu = this_cpu()
     return {
-        "cpu": cpu,
+        "cpu": cpu.model,
         "cores": os.cpu_count(),
         "threads": threads,
-        "vector_extensions": sorted(f for f in flags if f.startswith(("avx512_vnni", "avx_vnni", "amx")))
-        or sorted(f for f in flags if f.startswith("avx2")),
+        "vector_extensions": cpu.int8_flags,
         "gpu": gpu_name(),
         "memory_gb": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
         "python": platform.python_version(),

@@ -14,8 +14,11 @@ started cannot use the GPU). Whether CUDA really starts is checked where the mod
 from __future__ import annotations
 
 import glob
+import platform
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any, Literal
 
 from .errors import DeviceError
@@ -126,3 +129,52 @@ def choose_device(
         if problems:
             raise DeviceError(f"device cuda asked for, but {'; and '.join(problems)}")
     return requested
+
+
+# The x86 extensions with an exact 8-bit dot product (32-bit sums): without one, ONNX Runtime's
+# uint8 x int8 products run on AVX2's ``vpmaddubsw``, which saturates (``rowwise.exact_int8``).
+INT8_DOT_PRODUCT = ("avx512_vnni", "avx_vnni", "amx_int8")
+
+
+@dataclass(frozen=True)
+class Cpu:
+    """This machine's CPU: its model name and flags, as ``/proc/cpuinfo`` gives them."""
+
+    model: str
+    flags: frozenset[str]
+
+    @property
+    def int8_flags(self) -> list[str]:
+        """The flags that decide int8 speed (VNNI, AMX), or AVX2 and AVX-512 where there are none."""
+        return sorted(f for f in self.flags if f.startswith(("avx512_vnni", "avx_vnni", "amx"))) or sorted(
+            f for f in self.flags if f in ("avx2", "avx512f", "avx512bw")
+        )
+
+    @property
+    def emulates_bf16(self) -> bool:
+        """Whether bf16 arithmetic is emulated here: an x86 CPU without AVX512-BF16 or AMX-BF16."""
+        return self._x86 and bool(self.flags) and not {"avx512_bf16", "amx_bf16"} & self.flags
+
+    @property
+    def _x86(self) -> bool:
+        return platform.machine().lower() in ("x86_64", "amd64", "i686", "x86")
+
+    @property
+    def saturates_int8(self) -> bool:
+        """Whether uint8 x int8 products can saturate here: an x86 CPU without an int8 dot product."""
+        return self._x86 and bool(self.flags) and not any(f in self.flags for f in INT8_DOT_PRODUCT)
+
+
+@cache
+def this_cpu() -> Cpu:
+    """The CPU this process runs on (read once)."""
+    model, flags = platform.processor() or "unknown", frozenset[str]()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and not flags:
+                flags = frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return Cpu(model, flags)

@@ -8,6 +8,7 @@ torch nor transformers, and runs on a GPU with the ``gpu`` extra (``onnxruntime-
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from .devices import (
     DeviceChoice,
     Runtime,
     choose_device,
+    this_cpu,
 )
 from .errors import DeviceError, ModelError
 from .extras import require
@@ -31,6 +33,7 @@ from .text import get_normaliser
 from .tokenization import Encoded, TweetTokenizer, length_buckets
 
 ONNX_FILE = "model.onnx"
+log = logging.getLogger("sentiment_api.engine")
 
 
 def load_card(directory: Path) -> ModelCard:
@@ -210,6 +213,9 @@ class OnnxBackend:
       between runs too, burning CPU while idle; ``never`` (``False``) always sleeps.
     - on a GPU, ONNX Runtime falls back to the CPU by itself when CUDA (or TensorRT) cannot start;
       that is refused here, one line naming the provider, since a silent fall back is 100x slower.
+    - on a CPU whose uint8 x int8 products saturate (x86 without VNNI or AMX), the graph's int8
+      products are loaded as uint8 x uint8 (``rowwise.exact_int8``), so that a package gives every
+      CPU the answers it was gated and scored with; ``exact_int8_products`` says how many.
     """
 
     def __init__(
@@ -241,8 +247,23 @@ class OnnxBackend:
         )
         self.path = Path(path)
         providers = execution_providers(device, tensorrt, max_length)
+        source: str | bytes = str(path)
+        self.exact_int8_products = 0
+        if device == "cpu" and this_cpu().saturates_int8:
+            from .rowwise import exact_int8_model
+
+            exact = exact_int8_model(path)
+            if exact is not None:
+                source, self.exact_int8_products = exact
+                log.info(
+                    "%s: no VNNI or AMX on this CPU (%s): %d int8 products run as uint8 x uint8, "
+                    "which cannot saturate",
+                    path,
+                    this_cpu().model,
+                    self.exact_int8_products,
+                )
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
             error = DeviceError if device == "cuda" else ModelError
             raise error(f"{path}: cannot load the ONNX model: {' '.join(str(exc).split())}") from exc

@@ -35,7 +35,7 @@ EXTRA_OF_MODULE: dict[str, str] = {
     "swagger_ui_bundle": "serve",
     "ray": "ray",
     "opentelemetry": "otel",
-    "onnx": "export",
+    "onnx": "serve",
     "onnx_ir": "export",
 }
 
