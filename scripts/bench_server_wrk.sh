@@ -10,7 +10,7 @@
 # - single-tweet POST /predict bodies drawn from the reference tweets (../shared/data/nlp_data.xlsx);
 # - wrk, pinned to core 1 with taskset (the server is not pinned: it has both cores, shared with wrk);
 # - for each worker count in $WORKERS and each connection count in $CONNECTIONS: a warm-up, then a
-#   timed run; the same for scripts/plain_server.py (no batching) as the baseline; plus the engine's offline batched throughput (sentiment-api bench, and
+#   timed run; the same for scripts/plain_server.py (no batching) as the baseline (and with --exact-int8 on a CPU without VNNI); plus the engine's offline batched throughput (sentiment-api bench, and
 #   scripts/offline_streams.py with the server's batches and streams) in the same run;
 # - each timed run through scripts/cpu_split.py: the CPU the server's event loop, its other threads
 #   and wrk spent per request, so the gap to the offline figure can be accounted for.
@@ -92,18 +92,28 @@ for workers in $WORKERS; do
   server=
 done
 
-# 3b. The baseline: a plain FastAPI + ONNX Runtime server (no batching) on the same model.onnx.
-"$BIN/python" scripts/plain_server.py "$MODEL" --port "$PORT" >"$OUT/server-plain.log" 2>&1 &
-server=$!
-wait_ready "$URL/" 120 "$server" || { tail -n 20 "$OUT/server-plain.log" >&2; exit 1; }
-for connections in $CONNECTIONS; do
-  taskset -c 1 wrk -t1 -c"$connections" -d"$WARMUP" -s "$OUT/bodies.lua" "$URL" >/dev/null
-  "$BIN/python" scripts/cpu_split.py "$server" -- \
-    taskset -c 1 wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$OUT/bodies.lua" "$URL" \
-    | tee "$OUT/wrk-wplain-c${connections}.txt"
+# 3b. The baseline: a plain FastAPI + ONNX Runtime server (no batching) on the same model.onnx; on a
+#     CPU whose int8 products saturate (no VNNI), also with the exact products our engine uses there
+#     ("plainexact"), so the comparison is like for like in answers as well.
+plains=("plain:")
+if "$BIN/python" -c 'import sys; from sentiment_api.devices import this_cpu; sys.exit(not this_cpu().saturates_int8)'; then
+  plains+=("plainexact:--exact-int8")
+fi
+for plain in "${plains[@]}"; do
+  name=${plain%%:*} flags=${plain#*:}
+  # shellcheck disable=SC2086  # flags: empty or one option
+  "$BIN/python" scripts/plain_server.py "$MODEL" --port "$PORT" $flags >"$OUT/server-$name.log" 2>&1 &
+  server=$!
+  wait_ready "$URL/" 120 "$server" || { tail -n 20 "$OUT/server-$name.log" >&2; exit 1; }
+  for connections in $CONNECTIONS; do
+    taskset -c 1 wrk -t1 -c"$connections" -d"$WARMUP" -s "$OUT/bodies.lua" "$URL" >/dev/null
+    "$BIN/python" scripts/cpu_split.py "$server" -- \
+      taskset -c 1 wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$OUT/bodies.lua" "$URL" \
+      | tee "$OUT/wrk-w${name}-c${connections}.txt"
+  done
+  stop_server "$server"
+  server=
 done
-stop_server "$server"
-server=
 
 # 4. One line per run: requests/s, p50, p99, errors ("plain": the baseline server).
 {
