@@ -79,6 +79,21 @@ def test_failed_authentications_lock_an_address_out_until_the_window_allows_anot
     assert refused.value.retry_after == pytest.approx(19.0)
 
 
+def test_a_failure_after_another_worker_took_the_last_try_is_refused_not_counted(tmp_path) -> None:
+    path = TokenBuckets.create(tmp_path)
+    first, second = (AuthFailureThrottle(TokenBuckets(path), limit=2, window_s=60.0) for _ in range(2))
+    first.failed("10.0.0.1", now=0.0)
+
+    first.check("10.0.0.1", now=0.0)  # both workers see one try left...
+    second.check("10.0.0.1", now=0.0)
+    last = first.failed("10.0.0.1", now=0.0)  # ...the first takes it...
+    with pytest.raises(RateLimitedError, match="too many failed authentications") as refused:
+        second.failed("10.0.0.1", now=0.0)  # ...so the second's failure is over the limit
+
+    assert last is True
+    assert refused.value.retry_after == pytest.approx(30.0)  # one try back after window / limit
+
+
 @pytest.fixture(scope="module")
 def two_workers(onnx_package, tmp_path_factory):
     """Two worker processes with keys, a rate limit and a separate metrics port."""

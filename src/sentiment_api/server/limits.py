@@ -141,13 +141,23 @@ class AuthFailureThrottle:
         """Raise :class:`RateLimitedError` while ``address`` has used up its failures."""
         tokens = self.buckets.tokens(f"auth:{address}", self.rate, self.limit, now)
         if tokens < 1.0:
-            raise RateLimitedError(
-                f"too many failed authentications from this address (limit {self.limit} per "
-                f"{self.window_s:g} s); retry later",
-                retry_after=(1.0 - tokens) / self.rate,
-            )
+            raise self._refusal(tokens)
 
     def failed(self, address: str, now: float | None = None) -> bool:
-        """Count one failure for ``address``; true when that used up its last try for now."""
+        """Count one failure for ``address``; true when that used up its last try for now.
+
+        Raises :class:`RateLimitedError` when no try was left: another worker's failure took the last
+        one between this request's :meth:`check` and now. Taking the try is one atomic statement, so
+        across workers no more than ``limit`` failures per window are ever answered as such.
+        """
         verdict = self.buckets.take(f"auth:{address}", self.rate, self.limit, now)
+        if not verdict.allowed:
+            raise self._refusal(verdict.tokens)
         return verdict.tokens < 1.0
+
+    def _refusal(self, tokens: float) -> RateLimitedError:
+        return RateLimitedError(
+            f"too many failed authentications from this address (limit {self.limit} per "
+            f"{self.window_s:g} s); retry later",
+            retry_after=(1.0 - tokens) / self.rate,
+        )

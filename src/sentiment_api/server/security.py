@@ -18,7 +18,13 @@ from collections.abc import Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import AuthenticationError, PayloadTooLargeError, RequestTimeoutError, ServiceError
+from ..errors import (
+    AuthenticationError,
+    PayloadTooLargeError,
+    RateLimitedError,
+    RequestTimeoutError,
+    ServiceError,
+)
 from .errors import error_response
 from .limits import AuthFailureThrottle, RateLimiter
 from .observability import Metrics
@@ -66,22 +72,25 @@ class GuardMiddleware:
         """The client's name for rate limiting; raises when keys are on and this one is not known."""
         if not self.keys:
             return address
-        if self.auth_throttle is not None:
-            try:
-                self.auth_throttle.check(address)
-            except ServiceError:
-                self.metrics.throttled.labels("auth_failures").inc()
-                raise
+        throttle = self.auth_throttle
         key = presented_key(scope)
-        matched = False
-        for known in self.keys:
-            matched |= key is not None and hmac.compare_digest(key, known)
-        if matched:
-            assert key is not None
-            return hashlib.sha256(key).hexdigest()[:16]
+        try:
+            if throttle is not None:
+                throttle.check(address)
+            matched = False
+            for known in self.keys:
+                matched |= key is not None and hmac.compare_digest(key, known)
+            if matched:
+                assert key is not None
+                return hashlib.sha256(key).hexdigest()[:16]
+            # the failure takes a try; refused like a locked-out client when another worker took the
+            # last one since the check above
+            exhausted = throttle is not None and throttle.failed(address)
+        except RateLimitedError:
+            self.metrics.throttled.labels("auth_failures").inc()
+            raise
         reason = "missing" if key is None else "unknown"
         self.metrics.auth_failures.labels(reason).inc()
-        exhausted = self.auth_throttle is not None and self.auth_throttle.failed(address)
         fields = {"client": address, "reason": reason, "route": scope["path"]}
         log.warning("authentication failed", extra={"fields": fields})
         if exhausted:
