@@ -8,6 +8,7 @@ torch nor transformers, and runs on a GPU with the ``gpu`` extra (``onnxruntime-
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -197,6 +198,17 @@ def spin_mode(spin: bool | SpinMode) -> SpinMode:
     return spin
 
 
+@functools.cache
+def _tell_exact_int8(path: Path, products: int) -> None:
+    """Log the rewrite once per model and process (a server loads its model in several sessions)."""
+    log.info(
+        "%s: no VNNI or AMX on this CPU (%s): %d int8 products run as uint8 x uint8, which cannot saturate",
+        path,
+        this_cpu().model,
+        products,
+    )
+
+
 class OnnxBackend:
     """An ONNX Runtime session, on the CPU or (``device="cuda"``) on an NVIDIA GPU, with its options
     set deliberately.
@@ -255,13 +267,7 @@ class OnnxBackend:
             exact = exact_int8_model(path)
             if exact is not None:
                 source, self.exact_int8_products = exact
-                log.info(
-                    "%s: no VNNI or AMX on this CPU (%s): %d int8 products run as uint8 x uint8, "
-                    "which cannot saturate",
-                    path,
-                    this_cpu().model,
-                    self.exact_int8_products,
-                )
+                _tell_exact_int8(self.path, self.exact_int8_products)
         try:
             self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
