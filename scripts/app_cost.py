@@ -6,9 +6,11 @@ The real app (``create_app``: middleware, routes, validation, tokenizer, batcher
 the package's tokenizer and card, with a backend that answers at once, driven through the ASGI
 interface (no sockets, no HTTP parser): ``POST /predict`` with one tweet, ``--concurrency`` callers
 at a time. Prints CPU and wall microseconds per request for each concurrency; ``--profile`` prints
-cProfile's top functions as well. What it measures is what the event loop spends per request beside
-inference, without wrk's noise: the figure the server's share of the offline throughput depends on
-(BENCHMARKS.md, issue 11). Compare changes with it in turns, on one machine.
+cProfile's top functions as well; ``--bare`` also times the floor: a bare ASGI callable doing only
+the route's work (read the body, parse JSON, ``SentimentService.predict``, write JSON), with no
+framework, middleware, limits, logs or validation around it. What it measures is what the event loop
+spends per request beside inference, without wrk's noise: the figure the server's share of the
+offline throughput depends on (BENCHMARKS.md, issue 11). Compare changes with it in turns, on one machine.
 """
 
 from __future__ import annotations
@@ -95,20 +97,48 @@ async def measure(app: Any, requests: int, concurrency: int) -> tuple[float, flo
         return (time.process_time() - cpu) / done, (time.perf_counter() - wall) / done
 
 
+def bare_app(app: Any) -> Any:
+    """/predict's work alone, on ``app``'s service: what the framework around it costs is the difference."""
+    service = app.state.service
+
+    async def bare(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        payload = json.loads((await receive())["body"])
+        outcome = await service.predict([payload["text"]], 1, time.monotonic() + 10, receive)
+        best = outcome.predictions[0]
+        body = json.dumps(
+            {
+                "sentiment": [{"label": best.labels[0], "score": best.scores[0]}],
+                "inference_time": outcome.batch.inference_seconds,
+            }
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    bare.router = app.router  # type: ignore[attr-defined]  # measure() runs the app's lifespan
+    bare.state = app.state  # type: ignore[attr-defined]
+    return bare
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", type=Path, nargs="?", default=DEFAULT_MODEL)
     parser.add_argument("--requests", type=int, default=6400)
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 32])
     parser.add_argument("--profile", action="store_true", help="also print cProfile's top 40 by own time")
+    parser.add_argument("--bare", action="store_true", help="also time the route's work with no framework")
     args = parser.parse_args()
 
     classifier = Classifier.load(args.model, 1)
     classifier.backend = InstantBackend(len(classifier.labels))
     # solo_threads 0: a lone batch on every core needs a second ONNX Runtime session, and there is none
     settings = Settings(model=args.model, threads=1, solo_threads=0, drain_s=0.0, log_level="warning")
-    for concurrency in args.concurrency:
+    runs = [(concurrency, False) for concurrency in args.concurrency]
+    runs += [(concurrency, True) for concurrency in args.concurrency if args.bare]
+    for concurrency, bare in runs:
         app = create_app(settings, classifier)
+        if bare:
+            app = bare_app(app)
         profile = cProfile.Profile() if args.profile else None
         if profile is not None:
             profile.enable()
@@ -117,7 +147,8 @@ def main() -> None:
             profile.disable()
             pstats.Stats(profile).sort_stats("tottime").print_stats(40)
         print(
-            f"concurrency {concurrency}: {cpu * 1e6:.0f} µs CPU and {wall * 1e6:.0f} µs wall per request "
+            f"{'bare, ' if bare else ''}concurrency {concurrency}: {cpu * 1e6:.0f} µs CPU and "
+            f"{wall * 1e6:.0f} µs wall per request "
             f"({args.requests} requests{', under cProfile' if profile else ''})",
             flush=True,
         )
