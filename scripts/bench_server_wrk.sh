@@ -74,6 +74,18 @@ PY
 "$BIN/python" scripts/offline_streams.py "$MODEL" "$DATA" --streams 2 --threads 1 --batch 12 \
   | tee "$OUT/offline-streams.txt"
 
+# load_each_connection_count NAME: for each count in $CONNECTIONS, a warm-up and then a timed run of
+# wrk (pinned to core 1) against the running $server, through cpu_split.py, into wrk-NAME-cCOUNT.txt.
+load_each_connection_count() {
+  local connections
+  for connections in $CONNECTIONS; do
+    taskset -c 1 wrk -t1 -c"$connections" -d"$WARMUP" -s "$OUT/bodies.lua" "$URL" >/dev/null
+    "$BIN/python" scripts/cpu_split.py "$server" -- \
+      taskset -c 1 wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$OUT/bodies.lua" "$URL" \
+      | tee "$OUT/wrk-$1-c${connections}.txt"
+  done
+}
+
 # 3. The server under load, for each worker count.
 for workers in $WORKERS; do
   SENTIMENT_LOG_LEVEL=warning "$BIN/sentiment-api" serve --model "$MODEL" --port "$PORT" --workers "$workers" \
@@ -81,12 +93,7 @@ for workers in $WORKERS; do
   server=$!
   wait_ready "$URL/readyz" 120 "$server" || { tail -n 20 "$OUT/server-w${workers}.log" >&2; exit 1; }
   sleep 2  # let every worker finish warming up
-  for connections in $CONNECTIONS; do
-    taskset -c 1 wrk -t1 -c"$connections" -d"$WARMUP" -s "$OUT/bodies.lua" "$URL" >/dev/null
-    "$BIN/python" scripts/cpu_split.py "$server" -- \
-      taskset -c 1 wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$OUT/bodies.lua" "$URL" \
-      | tee "$OUT/wrk-w${workers}-c${connections}.txt"
-  done
+  load_each_connection_count "w${workers}"
   curl -s "$URL/metrics" >"$OUT/metrics-w${workers}.txt"
   stop_server "$server"
   server=
@@ -105,12 +112,7 @@ for plain in "${plains[@]}"; do
   "$BIN/python" scripts/plain_server.py "$MODEL" --port "$PORT" $flags >"$OUT/server-$name.log" 2>&1 &
   server=$!
   wait_ready "$URL/" 120 "$server" || { tail -n 20 "$OUT/server-$name.log" >&2; exit 1; }
-  for connections in $CONNECTIONS; do
-    taskset -c 1 wrk -t1 -c"$connections" -d"$WARMUP" -s "$OUT/bodies.lua" "$URL" >/dev/null
-    "$BIN/python" scripts/cpu_split.py "$server" -- \
-      taskset -c 1 wrk -t1 -c"$connections" -d"$DURATION" --latency -s "$OUT/bodies.lua" "$URL" \
-      | tee "$OUT/wrk-w${name}-c${connections}.txt"
-  done
+  load_each_connection_count "w${name}"
   stop_server "$server"
   server=
 done
