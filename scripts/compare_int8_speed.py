@@ -22,38 +22,37 @@ import argparse
 import statistics
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from sentiment_api.bench import describe_machine
 from sentiment_api.data import TEXT, load_splits
-from sentiment_api.engine import OnnxBackend, softmax
+from sentiment_api.engine import Classifier, OnnxBackend
 from sentiment_api.export import export_variants
 from sentiment_api.model_card import ModelCard
-from sentiment_api.tokenization import TweetTokenizer, length_buckets
+from sentiment_api.tokenization import TweetTokenizer
 
 SINGLES = 200
-Logits = Callable[[np.ndarray, np.ndarray], np.ndarray]
 
 
-def openvino_logits(path: Path, threads: int) -> Logits:
-    """The model compiled by OpenVINO for the CPU: one stream of ``threads`` threads, like ours."""
-    import openvino
+class OpenVinoBackend:
+    """The model compiled by OpenVINO for the CPU, one stream of ``threads`` threads like ours: a
+    backend for the engine's own ``Classifier``, so both runtimes are fed and timed alike."""
 
-    config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
-    compiled = openvino.Core().compile_model(str(path), "CPU", config)
-    request = compiled.create_infer_request()
-    names = {port.get_any_name() for port in compiled.inputs}
+    def __init__(self, path: Path, threads: int) -> None:
+        import openvino
 
-    def logits(input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        config = {"INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1, "PERFORMANCE_HINT": "LATENCY"}
+        compiled = openvino.Core().compile_model(str(path), "CPU", config)
+        self.request = compiled.create_infer_request()
+        self.names = {port.get_any_name() for port in compiled.inputs}
+
+    def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feed = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if "token_type_ids" in names:
+        if "token_type_ids" in self.names:
             feed["token_type_ids"] = np.zeros_like(input_ids)
-        return np.array(request.infer(feed)[0])
-
-    return logits
+        return np.array(self.request.infer(feed)[0])
 
 
 def main() -> None:
@@ -73,17 +72,7 @@ def main() -> None:
     tokenizer = TweetTokenizer.from_file(args.checkpoint, card.max_length, card.pad_token_id)
     _, splits = load_splits(args.data, card.data.spec)
     ids = tokenizer.encode(splits.test[TEXT].tolist()).ids
-    buckets = length_buckets(np.array([len(row) for row in ids]), args.batch)
-    padded = [tokenizer.pad([ids[i] for i in bucket]) for bucket in buckets]
-    singles = [tokenizer.pad([row]) for row in ids[:SINGLES]]
     train = splits.train[TEXT].tolist()
-
-    def labels(logits: Logits) -> np.ndarray:
-        found = np.zeros(len(ids), dtype=np.int64)
-        for bucket, (input_ids, mask) in zip(buckets, padded, strict=True):
-            found[bucket] = softmax(logits(input_ids, mask)).argmax(axis=1)
-        return found
-
     with tempfile.TemporaryDirectory(prefix="int8-speed-") as work:
         models: dict[str, Path] = {}
         for scheme in args.schemes:
@@ -92,29 +81,34 @@ def main() -> None:
             paths, _ = export_variants(args.checkpoint, directory, "onnx-int8", scheme, print, train)
             models.setdefault("fp32 (fused)", paths["onnx-optimised"])
             models[scheme] = paths["onnx-int8"]
-        engines: dict[str, Logits] = {
-            name: OnnxBackend(path, threads=args.threads).logits for name, path in models.items()
+        engines = {
+            name: Classifier(OnnxBackend(path, threads=args.threads), tokenizer, card)
+            for name, path in models.items()
         }
         if args.openvino:
             for name, path in models.items():
                 try:
-                    engines[f"{name}, OpenVINO"] = openvino_logits(path, args.threads)
+                    backend = OpenVinoBackend(path, args.threads)
                 except RuntimeError as error:  # a graph its ONNX reader cannot convert
                     print(f"OpenVINO cannot run {name}: {str(error).strip().splitlines()[-1]}")
-        reference = labels(engines["fp32 (fused)"])  # also the warm-up
-        agreement = {name: float((labels(logits) == reference).mean()) for name, logits in engines.items()}
+                    continue
+                engines[f"{name}, OpenVINO"] = Classifier(backend, tokenizer, card)
+        labels = {
+            name: engine.probabilities_of_ids(ids, args.batch).argmax(axis=1)
+            for name, engine in engines.items()
+        }  # also the warm-up
+        agreement = {name: float((found == labels["fp32 (fused)"]).mean()) for name, found in labels.items()}
         batched: dict[str, list[float]] = {name: [] for name in engines}
         single: dict[str, list[float]] = {name: [] for name in engines}
         for repeat in range(args.repeats):
             print(f"repeat {repeat + 1}/{args.repeats}", flush=True)
-            for name, logits in engines.items():
+            for name, engine in engines.items():
                 started = time.perf_counter()
-                for input_ids, mask in padded:
-                    softmax(logits(input_ids, mask))
+                engine.probabilities_of_ids(ids, args.batch)
                 batched[name].append(len(ids) / (time.perf_counter() - started))
                 started = time.perf_counter()
-                for input_ids, mask in singles:
-                    softmax(logits(input_ids, mask))
+                for row in ids[:SINGLES]:
+                    engine.probabilities_of_ids([row], 1)
                 single[name].append(SINGLES / (time.perf_counter() - started))
     first = args.schemes[0]
     print(
