@@ -10,7 +10,11 @@ held-out probabilities of
 - the uniform average of their weights (``soup``: what ``train --members N`` ships);
 
 and the ensemble's probabilities on the fold's training rows (``teacher.txt``, CSV), the soft
-labels a distilled student would learn from.
+labels a distilled student learns from: ``--students`` trains, for every finished fold that has
+none yet, one model by the recipe (its first stage, its seed) on the fold's training rows with the
+ensemble's probabilities as soft targets (``distil_weight`` of the loss, ``train --teacher``'s
+loss), and adds it as the variant ``student``. A fold being distilled is claimed by a
+``student.lock`` directory, so two processes can run ``--students`` side by side.
 
 Each fold is written to ``OUT/fold-K/`` as soon as it is done, so runs can be split across
 processes (``--folds-to-run 1,3,5`` and ``2,4`` side by side) and resumed. ``--summarise`` reads
@@ -19,6 +23,7 @@ with per-label logit offsets tuned on the other folds' predictions (as ``crossva
 
     python scripts/crossval_soup.py ../shared/data/nlp_data.xlsx OUT --recipe CARD_OR_JSON \
         --members 3 --folds-to-run 1,3,5
+    python scripts/crossval_soup.py ../shared/data/nlp_data.xlsx OUT --recipe CARD_OR_JSON --students
     python scripts/crossval_soup.py ../shared/data/nlp_data.xlsx OUT --recipe CARD_OR_JSON --summarise
 
 ``--recipe`` takes a model card (its ``hyperparameters``) or a JSON ``TrainingConfig``; its logit
@@ -79,12 +84,7 @@ def run_fold(
     probabilities["soup"], _ = first.classifier.probabilities_of_clean(texts, 128)
     out.mkdir(parents=True, exist_ok=True)
     for variant, values in probabilities.items():
-        rows = split.held[[TEXT, LABEL]].copy()
-        rows.insert(0, "index", split.held_rows)
-        rows.insert(1, "fold", split.fold)
-        for j, label in enumerate(labels):
-            rows[f"p_{label}"] = values[:, j]
-        write_text_atomic(out / f"{variant}.csv", rows.to_csv(index=False))
+        write_variant(out / f"{variant}.csv", split, labels, values)
     seen[[f"p_{label}" for label in labels]] = np.mean(teacher, axis=0)
     write_text_atomic(out / "teacher.txt", seen.to_csv(index=False))  # not a variant: no .csv suffix
     done = {
@@ -94,6 +94,38 @@ def run_fold(
     }
     write_text_atomic(out / "done.json", json.dumps(done) + "\n")
     print(f"fold {split.fold}: done in {done['minutes']} min, best epochs {epochs}", flush=True)
+
+
+def run_student(split, labels, config: TrainingConfig, normaliser: str, stage_dir: Path, out: Path) -> None:
+    """Distil the fold's ensemble (``teacher.txt``) into one model by the recipe; write ``student.csv``."""
+    started = time.perf_counter()
+    teacher = pd.read_csv(out / "teacher.txt", keep_default_na=False)
+    fit = split.fit.reset_index(drop=True)
+    if teacher[TEXT].head(len(fit)).tolist() != fit[TEXT].tolist():
+        raise SystemExit(f"{out}: teacher.txt does not start with this fold's training rows")
+    columns = [f"p_{label}" for label in labels]
+    fit[columns] = teacher[columns].head(len(fit)).to_numpy()
+    trained = fine_tune(fit, split.inner, labels, config, normaliser, stage_dir=stage_dir)
+    values, _ = trained.classifier.probabilities_of_clean(split.held[TEXT].tolist(), 128)
+    write_variant(out / "student.csv", split, labels, values)
+    done = json.loads((out / "done.json").read_text())
+    done["student"] = {
+        "best_epoch": trained.fitted.best_epoch,
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "distil_weight": config.distil_weight,
+    }
+    write_text_atomic(out / "done.json", json.dumps(done) + "\n")
+    print(f"fold {split.fold}: student done in {done['student']['minutes']} min", flush=True)
+
+
+def write_variant(path: Path, split, labels, values: np.ndarray) -> None:
+    """One variant's held-out probabilities, beside each row's index, fold, text and label."""
+    rows = split.held[[TEXT, LABEL]].copy()
+    rows.insert(0, "index", split.held_rows)
+    rows.insert(1, "fold", split.fold)
+    for j, label in enumerate(labels):
+        rows[f"p_{label}"] = values[:, j]
+    write_text_atomic(path, rows.to_csv(index=False))
 
 
 def summarise(out: Path, labels: list[str], criterion: str) -> str:
@@ -108,7 +140,9 @@ def summarise(out: Path, labels: list[str], criterion: str) -> str:
         "|---|---|---|---|---|---|---|",
     ]
     for variant in variants:
-        oof = pd.concat([pd.read_csv(d / f"{variant}.csv") for d in fold_dirs], ignore_index=True)
+        files = [d / f"{variant}.csv" for d in fold_dirs if (d / f"{variant}.csv").is_file()]
+        partial = "" if len(files) == len(fold_dirs) else f" ({len(files)} folds)"
+        oof = pd.concat([pd.read_csv(f, keep_default_na=False) for f in files], ignore_index=True)
         per_fold = [
             score_probabilities(part[LABEL].tolist(), part[[f"p_{x}" for x in labels]].to_numpy(), labels)
             for _, part in oof.groupby("fold")
@@ -121,12 +155,17 @@ def summarise(out: Path, labels: list[str], criterion: str) -> str:
         nested = " / ".join(f"{tuned.nested[name]}" for name in HEADLINE)
         offsets = ", ".join(f"{k.split()[0]} {v:+.1f}" for k, v in tuned.offsets.items() if v)
         lines.append(
-            f"| {variant} | {spread['accuracy']} | {spread['balanced_accuracy']} | {spread['macro_f1']} | "
+            f"| {variant}{partial} | {spread['accuracy']} | {spread['balanced_accuracy']} | "
+            f"{spread['macro_f1']} | "
             f"{recall} | {offsets or 'none'} | {nested} |"
         )
     epochs = [json.loads((d / "done.json").read_text()) for d in fold_dirs]
     lines += ["", "best epochs per fold: " + "; ".join(f"{e['fold']}: {e['best_epochs']}" for e in epochs)]
     lines += ["minutes per fold: " + ", ".join(str(e["minutes"]) for e in epochs)]
+    students = [e for e in epochs if "student" in e]
+    if students:
+        told = (f"{e['fold']}: {e['student']['best_epoch']}, {e['student']['minutes']}" for e in students)
+        lines += ["students (best epoch, minutes): " + "; ".join(told)]
     return "\n".join(lines)
 
 
@@ -144,6 +183,7 @@ def main() -> None:
     parser.add_argument("--stage-dir", type=Path, default=Path("runs/stages"))
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--criterion", default="f1_and_balanced")
+    parser.add_argument("--students", action="store_true", help="distil each finished fold's ensemble")
     parser.add_argument("--summarise", action="store_true")
     args = parser.parse_args()
     spec = DataSpec()
@@ -156,6 +196,16 @@ def main() -> None:
     pool = pd.concat([splits.train, splits.validation], ignore_index=True)
     for split in fold_splits(pool, args.folds, args.cv_seed):
         target = args.out / f"fold-{split.fold}"
+        if args.students:
+            if (target / "done.json").is_file() and not (target / "student.csv").is_file():
+                try:
+                    (target / "student.lock").mkdir()
+                except FileExistsError:
+                    continue  # another process distils this fold
+                print(f"fold {split.fold}/{args.folds}: student", flush=True)
+                run_student(split, data.labels, config, spec.normaliser, args.stage_dir, target)
+                (target / "student.lock").rmdir()  # a run that failed leaves it: remove it to retry
+            continue
         if split.fold not in wanted or (target / "done.json").is_file():
             continue
         print(f"fold {split.fold}/{args.folds}: {split}", flush=True)

@@ -20,12 +20,13 @@ from sentiment_api.recipe import TrainingConfig
 
 # The option names the README, the Makefile and scripts use, where they are not the field's name
 DATA_NAMES = {"labels": "--label", "drop_labels": "--drop-label", "seed": "--split-seed"}
+RECIPE_NAMES = {"teachers": "--teacher"}
 # (command, model, renamed fields, fields without an option)
 COMMANDS = [
-    (["train"], TrainingConfig, {}, ("corpora",)),
+    (["train"], TrainingConfig, RECIPE_NAMES, ("corpora",)),
     (["train"], CorpusOptions, {}, ()),
     (["train"], DataSpec, DATA_NAMES, ()),
-    (["crossval"], TrainingConfig, {}, ("corpora",)),
+    (["crossval"], TrainingConfig, RECIPE_NAMES, ("corpora",)),
     (["crossval"], CorpusOptions, {}, ()),
     (["crossval"], DataSpec, DATA_NAMES, ()),
     (["data", "split"], DataSpec, DATA_NAMES, ()),

@@ -94,7 +94,9 @@ def data_split(
 
 
 # the recipe's options, shared by `train` and `crossval`; corpora come from the --corpus options
-recipe_options = model_options(TrainingConfig, into="config", exclude=("corpora",))
+recipe_options = model_options(
+    TrainingConfig, into="config", exclude=("corpora",), rename={"teachers": "teacher"}
+)
 corpus_options = model_options(CorpusOptions, into="corpora")
 StageDir = Annotated[
     Path | None,

@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .data import LABEL, TEXT, DataSpec, load_splits
+from .errors import ConfigError
 from .evaluation import HEADLINE, Scores, score_probabilities
 from .extras import require
 from .files import staged_file, write_text_atomic
@@ -108,6 +109,12 @@ def cross_validate(
     from .training.pipeline import fine_tune
 
     config = config or TrainingConfig()
+    if config.teachers:
+        raise ConfigError(
+            "crossval with --teacher: a teacher trained on this data has seen every fold's held-out rows, "
+            "so the scores would flatter the student; scripts/crossval_soup.py --students distils each "
+            "fold from teachers trained on that fold's rows only"
+        )
     spec = spec or DataSpec()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -68,6 +68,18 @@ class TrainingConfig(BaseModel):
         "and keep the uniform average of their weights (a model soup): an ensemble's training cost, "
         "one model's size and speed.",
     )
+    teachers: list[str] = Field(
+        default_factory=list,
+        description="Trained models (checkpoints or packages) to distil from: the mean of their label "
+        "probabilities on each training row becomes that row's soft target, beside its label.",
+    )
+    distil_weight: float = Field(
+        0.7,
+        ge=0,
+        le=1,
+        description="With teachers: the share of the loss that is the KL divergence to their "
+        "probabilities; the rest is the class-weighted cross-entropy with the labels.",
+    )
     logit_offsets: dict[str, float] = Field(
         default_factory=dict,
         description="Added to a label's logit once training is done (built into the head's bias), "

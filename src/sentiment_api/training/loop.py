@@ -30,10 +30,12 @@ HEAD_ATTRIBUTES = ("classifier", "score")
 
 @dataclass
 class Examples:
-    """Tokenised texts and their label ids (in the model's label order)."""
+    """Tokenised texts, their label ids (in the model's label order) and, for distillation, a
+    teacher's probabilities per row (same order; None without a teacher)."""
 
     ids: list[list[int]]
     y: np.ndarray
+    soft: np.ndarray | None = None
 
     def lengths(self) -> np.ndarray:
         """Tokens per text."""
@@ -214,7 +216,7 @@ def fit(
         running, count = 0.0, 0
         for number, batch in epoch_batches(tasks, config.batch_size, rng):
             task = tasks[number]
-            running += _step(model, tokenizer, task, batch, losses[number], config.precision == "bf16")
+            running += _step(model, tokenizer, task, batch, losses[number], config)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -258,7 +260,7 @@ def epoch_batches(
 
 
 def _step(
-    model: Any, tokenizer: TweetTokenizer, task: Task, batch: np.ndarray, loss_fn: Any, bf16: bool
+    model: Any, tokenizer: TweetTokenizer, task: Task, batch: np.ndarray, loss_fn: Any, config: TrainingConfig
 ) -> float:
     """Forward and backward one batch (through the task's own head, if it has one); its loss."""
     require("torch")
@@ -271,18 +273,34 @@ def _step(
         own_head = getattr(model, attribute)
         setattr(model, attribute, task.head)
     try:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
             logits = model(
                 input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
             ).logits
     finally:
         if own_head is not None:
             setattr(model, attribute, own_head)
-    loss = loss_fn(logits.float(), torch.from_numpy(task.examples.y[batch]))
+    soft = None if task.examples.soft is None else torch.from_numpy(task.examples.soft[batch])
+    y = torch.from_numpy(task.examples.y[batch])
+    loss = batch_loss(logits.float(), y, soft, loss_fn, config.distil_weight)
     loss.backward()
     parameters = [*model.parameters(), *(task.head.parameters() if task.head is not None else ())]
     torch.nn.utils.clip_grad_norm_(parameters, 1.0)
     return float(loss.item())
+
+
+def batch_loss(logits: Any, y: Any, soft: Any | None, loss_fn: Any, distil_weight: float) -> Any:
+    """The labels' loss; with soft targets, ``distil_weight`` x KL(soft || model) + the rest x that.
+
+    The KL term is averaged over the batch's rows unweighted: the teacher's probabilities already say
+    how much each label matters.
+    """
+    torch: Any = require("torch")
+    hard = loss_fn(logits, y)
+    if soft is None:
+        return hard
+    kl = torch.nn.functional.kl_div(torch.log_softmax(logits, dim=-1), soft, reduction="batchmean")
+    return distil_weight * kl + (1 - distil_weight) * hard
 
 
 def average_states(states: list[dict[str, Any]]) -> dict[str, Any]:

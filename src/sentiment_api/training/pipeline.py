@@ -23,6 +23,7 @@ from ..extras import require
 from ..model_card import AveragedRecord, DataRecord, MemberRecord, ModelCard, TrainingRecord, library_versions
 from ..recipe import TrainingConfig
 from .base import StartingPoint, load_base, output_layer, save_checkpoint
+from .distillation import soft_targets, with_teachers
 from .loop import Examples, Fitted, Task, average_states, class_weights, fit, new_head, selection_score
 
 if TYPE_CHECKING:
@@ -115,6 +116,9 @@ def fine_tune(
             "an AMD EPYC without AVX-512); --precision fp32 runs at full speed but trains another model",
             stacklevel=2,
         )
+    if config.teachers and soft_targets(train_rows, labels) is None:
+        log(f"distilling from {len(config.teachers)} teacher(s): probabilities of {len(train_rows)} rows")
+        train_rows = with_teachers(train_rows, labels, config.teachers, config.eval_batch_size)
     corpora = [load_corpus(spec, labels, normaliser, config.seed) for spec in config.corpora]
     records = [corpus.record(config.corpus_mode, config.corpus_epochs) for corpus in corpora]
     base_config = config
@@ -237,9 +241,13 @@ def label_shares(frame: pd.DataFrame) -> dict[str, float]:
 
 
 def encode(start: StartingPoint, frame: pd.DataFrame, labels: list[str]) -> Examples:
-    """Normalised texts and labels as token ids and label ids."""
+    """Normalised texts and labels as token ids and label ids, and the soft targets the frame carries."""
     ids = {label: i for i, label in enumerate(labels)}
-    return Examples(start.tokenizer.encode(frame[TEXT].tolist()).ids, frame[LABEL].map(ids).to_numpy())
+    return Examples(
+        start.tokenizer.encode(frame[TEXT].tolist()).ids,
+        frame[LABEL].map(ids).to_numpy(),
+        soft_targets(frame, labels),
+    )
 
 
 def build_tasks(

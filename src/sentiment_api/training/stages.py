@@ -104,6 +104,7 @@ def first_stage(
             "epochs": config.corpus_epochs,
             "learning_rate": config.corpus_learning_rate,
             "corpora": [],
+            "teachers": [],  # distillation is the target's; the stage learns from the corpora's labels
             "logit_offsets": {},
             "average_last": 1,
             "members": 1,
