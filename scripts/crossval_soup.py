@@ -18,8 +18,9 @@ loss), and adds it as the variant ``student``. A fold being distilled is claimed
 
 Each fold is written to ``OUT/fold-K/`` as soon as it is done, so runs can be split across
 processes (``--folds-to-run 1,3,5`` and ``2,4`` side by side) and resumed. ``--summarise`` reads
-every finished fold and prints, for each variant, the mean ± sd over folds and the nested estimate
-with per-label logit offsets tuned on the other folds' predictions (as ``crossval`` does).
+every finished fold and prints, for each variant, the mean ± sd over folds, the same with the
+recipe's own logit offsets, and the nested estimate with per-label logit offsets tuned on the other
+folds' predictions (as ``crossval`` does); ``OUT/variants.png`` plots the nested figures.
 
     python scripts/crossval_soup.py ../shared/data/nlp_data.xlsx OUT --recipe CARD_OR_JSON \
         --members 3 --folds-to-run 1,3,5
@@ -42,8 +43,8 @@ import pandas as pd
 
 from sentiment_api.crossval import Spread, fold_splits, tune_offsets_nested
 from sentiment_api.data import LABEL, TEXT, DataSpec, load_splits
-from sentiment_api.evaluation import HEADLINE, score_probabilities
-from sentiment_api.files import write_text_atomic
+from sentiment_api.evaluation import HEADLINE, Scores, score_probabilities
+from sentiment_api.files import staged_file, write_text_atomic
 from sentiment_api.recipe import TrainingConfig
 from sentiment_api.training import average_states
 from sentiment_api.training.pipeline import fine_tune, member_seeds
@@ -128,36 +129,38 @@ def write_variant(path: Path, split, labels, values: np.ndarray) -> None:
     write_text_atomic(path, rows.to_csv(index=False))
 
 
-def summarise(out: Path, labels: list[str], criterion: str) -> str:
-    """Markdown: per variant, mean ± sd over folds, per-label recall, and the nested offsets estimate."""
+def summarise(out: Path, labels: list[str], criterion: str, recipe_offsets: dict[str, float]) -> str:
+    """Markdown: per variant, mean ± sd over folds, per-label recall, the scores with the recipe's own
+    logit offsets, and the nested estimate with offsets tuned per variant; ``variants.png`` plots it."""
     fold_dirs = sorted(d for d in out.glob("fold-*") if (d / "done.json").is_file())
     variants = sorted({f.stem for d in fold_dirs for f in d.glob("*.csv")}, key=lambda v: (v[0] != "m", v))
+    shift = np.array([recipe_offsets.get(label, 0.0) for label in labels])
+    told_offsets = ", ".join(f"{k.split()[0]} {v:+.1f}" for k, v in recipe_offsets.items() if v) or "none"
     lines = [
         f"{len(fold_dirs)} folds; nested: logit offsets tuned ({criterion}) on the other folds' predictions",
         "",
-        "| variant | accuracy | balanced accuracy | macro-F1 | recall per label | offsets (all folds) "
+        "| variant | accuracy | balanced accuracy | macro-F1 | recall per label | "
+        f"with the recipe's offsets ({told_offsets}): acc / bal / F1 | offsets tuned on all folds "
         "| nested acc / bal / F1 |",
-        "|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
     ]
+    plotted: dict[str, dict[str, Spread]] = {}
     for variant in variants:
         files = [d / f"{variant}.csv" for d in fold_dirs if (d / f"{variant}.csv").is_file()]
         partial = "" if len(files) == len(fold_dirs) else f" ({len(files)} folds)"
         oof = pd.concat([pd.read_csv(f, keep_default_na=False) for f in files], ignore_index=True)
-        per_fold = [
-            score_probabilities(part[LABEL].tolist(), part[[f"p_{x}" for x in labels]].to_numpy(), labels)
-            for _, part in oof.groupby("fold")
-        ]
-        spread = {name: Spread.of([getattr(s, name) for s in per_fold]) for name in HEADLINE}
-        recall = " / ".join(
-            f"{Spread.of([s.per_class[x].recall for s in per_fold]).mean:.3f}" for x in labels
-        )
+
+        plain, offset = fold_scores(oof, labels), fold_scores(oof, labels, shift)
+        spread = {name: Spread.of([getattr(s, name) for s in plain]) for name in HEADLINE}
+        with_offsets = " / ".join(f"{Spread.of([getattr(s, name) for s in offset])}" for name in HEADLINE)
+        recall = " / ".join(f"{Spread.of([s.per_class[x].recall for s in plain]).mean:.3f}" for x in labels)
         tuned = tune_offsets_nested(oof, labels, criterion)
+        plotted[variant] = tuned.nested
         nested = " / ".join(f"{tuned.nested[name]}" for name in HEADLINE)
         offsets = ", ".join(f"{k.split()[0]} {v:+.1f}" for k, v in tuned.offsets.items() if v)
         lines.append(
             f"| {variant}{partial} | {spread['accuracy']} | {spread['balanced_accuracy']} | "
-            f"{spread['macro_f1']} | "
-            f"{recall} | {offsets or 'none'} | {nested} |"
+            f"{spread['macro_f1']} | {recall} | {with_offsets} | {offsets or 'none'} | {nested} |"
         )
     epochs = [json.loads((d / "done.json").read_text()) for d in fold_dirs]
     lines += ["", "best epochs per fold: " + "; ".join(f"{e['fold']}: {e['best_epochs']}" for e in epochs)]
@@ -166,7 +169,47 @@ def summarise(out: Path, labels: list[str], criterion: str) -> str:
     if students:
         told = (f"{e['fold']}: {e['student']['best_epoch']}, {e['student']['minutes']}" for e in students)
         lines += ["students (best epoch, minutes): " + "; ".join(told)]
+    if plotted:
+        lines += [f"plot: {plot_variants(plotted, len(fold_dirs), out / 'variants.png')}"]
     return "\n".join(lines)
+
+
+def fold_scores(oof: pd.DataFrame, labels: list[str], shift: np.ndarray | None = None) -> list[Scores]:
+    """Each fold's scores, with ``shift`` added to the log-probabilities when given."""
+    scores = []
+    for _, part in oof.groupby("fold"):
+        p = part[[f"p_{x}" for x in labels]].to_numpy()
+        p = p if shift is None else np.log(np.clip(p, 1e-12, 1.0)) + shift
+        scores.append(score_probabilities(part[LABEL].tolist(), p, labels))
+    return scores
+
+
+def plot_variants(nested: dict[str, dict[str, Spread]], folds: int, path: Path) -> Path:
+    """Each variant's nested accuracy, balanced accuracy and macro-F1: mean bars, ± sd whiskers."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(9, 4), dpi=120)
+    width = 0.8 / len(HEADLINE)
+    for k, name in enumerate(HEADLINE):
+        means = [nested[v][name].mean for v in nested]
+        sds = [nested[v][name].sd for v in nested]
+        xs = [i + (k - 1) * width for i in range(len(nested))]
+        axes.bar(xs, means, width, yerr=sds, capsize=3, label=name.replace("_", " "))
+    axes.set_xticks(range(len(nested)), list(nested))
+    low = min(spread.mean - spread.sd for scores in nested.values() for spread in scores.values())
+    axes.set_ylim(max(0.0, round(low - 0.05, 1)), 1.0)
+    axes.legend(loc="upper left", fontsize=8, ncols=3)
+    axes.set_title(
+        f"{folds}-fold cross-validation, logit offsets tuned on the other folds (nested)", fontsize=10
+    )
+    figure.tight_layout()
+    with staged_file(path) as staging:
+        figure.savefig(staging, format="png")
+    plt.close(figure)
+    return path
 
 
 def main() -> None:
@@ -189,7 +232,9 @@ def main() -> None:
     spec = DataSpec()
     data, splits = load_splits(args.data, spec)
     if args.summarise:
-        print(summarise(args.out, data.labels, args.criterion))
+        raw = json.loads(args.recipe.read_text())
+        offsets = TrainingConfig.model_validate(raw.get("hyperparameters", raw)).logit_offsets
+        print(summarise(args.out, data.labels, args.criterion, offsets))
         return
     config = load_recipe(args.recipe, args.threads)
     wanted = {int(k) for k in args.folds_to_run.split(",") if k} or set(range(1, args.folds + 1))
