@@ -145,23 +145,29 @@ def summarise(out: Path, labels: list[str], criterion: str, recipe_offsets: dict
         "|---|---|---|---|---|---|---|---|",
     ]
     plotted: dict[str, dict[str, Spread]] = {}
+    by_fold: dict[str, dict[int, Scores]] = {}  # with the recipe's offsets, for the paired differences
     for variant in variants:
         files = [d / f"{variant}.csv" for d in fold_dirs if (d / f"{variant}.csv").is_file()]
         partial = "" if len(files) == len(fold_dirs) else f" ({len(files)} folds)"
         oof = pd.concat([pd.read_csv(f, keep_default_na=False) for f in files], ignore_index=True)
 
         plain, offset = fold_scores(oof, labels), fold_scores(oof, labels, shift)
+        by_fold[variant] = dict(zip(sorted(oof["fold"].unique()), offset, strict=True))
         spread = {name: Spread.of([getattr(s, name) for s in plain]) for name in HEADLINE}
         with_offsets = " / ".join(f"{Spread.of([getattr(s, name) for s in offset])}" for name in HEADLINE)
         recall = " / ".join(f"{Spread.of([s.per_class[x].recall for s in plain]).mean:.3f}" for x in labels)
-        tuned = tune_offsets_nested(oof, labels, criterion)
-        plotted[variant] = tuned.nested
-        nested = " / ".join(f"{tuned.nested[name]}" for name in HEADLINE)
-        offsets = ", ".join(f"{k.split()[0]} {v:+.1f}" for k, v in tuned.offsets.items() if v)
+        if len(files) < 2:  # nothing to tune a fold's offsets on
+            nested, offsets = "—", "—"
+        else:
+            tuned = tune_offsets_nested(oof, labels, criterion)
+            plotted[variant] = tuned.nested
+            nested = " / ".join(f"{tuned.nested[name]}" for name in HEADLINE)
+            offsets = ", ".join(f"{k.split()[0]} {v:+.1f}" for k, v in tuned.offsets.items() if v) or "none"
         lines.append(
             f"| {variant}{partial} | {spread['accuracy']} | {spread['balanced_accuracy']} | "
-            f"{spread['macro_f1']} | {recall} | {with_offsets} | {offsets or 'none'} | {nested} |"
+            f"{spread['macro_f1']} | {recall} | {with_offsets} | {offsets} | {nested} |"
         )
+    lines += ["", *paired_differences(by_fold, "member-1")]
     epochs = [json.loads((d / "done.json").read_text()) for d in fold_dirs]
     lines += ["", "best epochs per fold: " + "; ".join(f"{e['fold']}: {e['best_epochs']}" for e in epochs)]
     lines += ["minutes per fold: " + ", ".join(str(e["minutes"]) for e in epochs)]
@@ -172,6 +178,27 @@ def summarise(out: Path, labels: list[str], criterion: str, recipe_offsets: dict
     if plotted:
         lines += [f"plot: {plot_variants(plotted, len(fold_dirs), out / 'variants.png')}"]
     return "\n".join(lines)
+
+
+def paired_differences(by_fold: dict[str, dict[int, Scores]], baseline: str) -> list[str]:
+    """Each variant minus ``baseline``, fold by fold on the folds both have: mean ± sd of the
+    differences (fold-to-fold spread cancels out, so small differences show)."""
+    lines = [
+        f"| variant − {baseline}, same folds, recipe's offsets | folds | accuracy | balanced accuracy "
+        "| macro-F1 |",
+        "|---|---|---|---|---|",
+    ]
+    for variant, scores in by_fold.items():
+        common = sorted(set(scores) & set(by_fold.get(baseline, {})))
+        if variant == baseline or not common:
+            continue
+        cells = []
+        for name in HEADLINE:
+            differences = [getattr(scores[f], name) - getattr(by_fold[baseline][f], name) for f in common]
+            sd = float(np.std(differences, ddof=1)) if len(differences) > 1 else 0.0
+            cells.append(f"{np.mean(differences):+.3f} ± {sd:.3f}")
+        lines.append(f"| {variant} | {len(common)} | {' | '.join(cells)} |")
+    return lines
 
 
 def fold_scores(oof: pd.DataFrame, labels: list[str], shift: np.ndarray | None = None) -> list[Scores]:
