@@ -44,9 +44,11 @@ import pandas as pd
 from sentiment_api.crossval import Spread, fold_splits, tune_offsets_nested
 from sentiment_api.data import LABEL, TEXT, DataSpec, load_splits
 from sentiment_api.evaluation import HEADLINE, Scores, score_probabilities
-from sentiment_api.files import staged_file, write_text_atomic
+from sentiment_api.files import write_text_atomic
+from sentiment_api.plots import pyplot, save_png
 from sentiment_api.recipe import TrainingConfig
 from sentiment_api.training import average_states
+from sentiment_api.training.distillation import soft_columns
 from sentiment_api.training.pipeline import fine_tune, member_seeds
 
 
@@ -86,7 +88,7 @@ def run_fold(
     out.mkdir(parents=True, exist_ok=True)
     for variant, values in probabilities.items():
         write_variant(out / f"{variant}.csv", split, labels, values)
-    seen[[f"p_{label}" for label in labels]] = np.mean(teacher, axis=0)
+    seen[soft_columns(labels)] = np.mean(teacher, axis=0)
     write_text_atomic(out / "teacher.txt", seen.to_csv(index=False))  # not a variant: no .csv suffix
     done = {
         "fold": split.fold,
@@ -104,7 +106,7 @@ def run_student(split, labels, config: TrainingConfig, normaliser: str, stage_di
     fit = split.fit.reset_index(drop=True)
     if teacher[TEXT].head(len(fit)).tolist() != fit[TEXT].tolist():
         raise SystemExit(f"{out}: teacher.txt does not start with this fold's training rows")
-    columns = [f"p_{label}" for label in labels]
+    columns = soft_columns(labels)
     fit[columns] = teacher[columns].head(len(fit)).to_numpy()
     trained = fine_tune(fit, split.inner, labels, config, normaliser, stage_dir=stage_dir)
     values, _ = trained.classifier.probabilities_of_clean(split.held[TEXT].tolist(), 128)
@@ -124,8 +126,7 @@ def write_variant(path: Path, split, labels, values: np.ndarray) -> None:
     rows = split.held[[TEXT, LABEL]].copy()
     rows.insert(0, "index", split.held_rows)
     rows.insert(1, "fold", split.fold)
-    for j, label in enumerate(labels):
-        rows[f"p_{label}"] = values[:, j]
+    rows[soft_columns(labels)] = values
     write_text_atomic(path, rows.to_csv(index=False))
 
 
@@ -205,7 +206,7 @@ def fold_scores(oof: pd.DataFrame, labels: list[str], shift: np.ndarray | None =
     """Each fold's scores, with ``shift`` added to the log-probabilities when given."""
     scores = []
     for _, part in oof.groupby("fold"):
-        p = part[[f"p_{x}" for x in labels]].to_numpy()
+        p = part[soft_columns(labels)].to_numpy()
         p = p if shift is None else np.log(np.clip(p, 1e-12, 1.0)) + shift
         scores.append(score_probabilities(part[LABEL].tolist(), p, labels))
     return scores
@@ -213,10 +214,7 @@ def fold_scores(oof: pd.DataFrame, labels: list[str], shift: np.ndarray | None =
 
 def plot_variants(nested: dict[str, dict[str, Spread]], folds: int, path: Path) -> Path:
     """Each variant's nested accuracy, balanced accuracy and macro-F1: mean bars, ± sd whiskers."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, axes = plt.subplots(figsize=(9, 4), dpi=120)
     width = 0.8 / len(HEADLINE)
@@ -232,11 +230,7 @@ def plot_variants(nested: dict[str, dict[str, Spread]], folds: int, path: Path) 
     axes.set_title(
         f"{folds}-fold cross-validation, logit offsets tuned on the other folds (nested)", fontsize=10
     )
-    figure.tight_layout()
-    with staged_file(path) as staging:
-        figure.savefig(staging, format="png")
-    plt.close(figure)
-    return path
+    return save_png(figure, path)
 
 
 def main() -> None:

@@ -25,9 +25,9 @@ import numpy as np
 from .data import LABEL, TEXT, load_splits
 from .devices import DeviceChoice, this_cpu
 from .engine import ONNX_FILE
-from .extras import require
-from .files import staged_file, write_text_atomic
+from .files import write_text_atomic
 from .model_card import ModelCard
+from .plots import pyplot, save_png
 from .quantise import DEFAULT_SCHEME
 
 ALL_VARIANTS = ("pytorch", "onnx", "onnx-optimised", "onnx-int8", "onnx-fp16")
@@ -267,11 +267,7 @@ def format_table(result: dict[str, Any]) -> str:
 
 def plot_bench(result: dict[str, Any], path: Path) -> Path:
     """Bars of throughput (batched and batch 1) and size per variant, as a PNG."""
-    require("matplotlib")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     rows = result["rows"]
     names = [row["variant"] for row in rows]
@@ -288,11 +284,7 @@ def plot_bench(result: dict[str, Any], path: Path) -> Path:
     size.set_ylabel("MB")
     size.set_title("model size")
     figure.suptitle(f"{Path(result['model']).name} on {result['machine']['cpu']}", fontsize=10)
-    figure.tight_layout()
-    with staged_file(path) as staging:
-        figure.savefig(staging, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path)
 
 
 def write_bench(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:

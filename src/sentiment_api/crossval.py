@@ -27,7 +27,8 @@ from .data import LABEL, TEXT, DataSpec, load_splits
 from .errors import ConfigError
 from .evaluation import HEADLINE, Scores, score_probabilities
 from .extras import require
-from .files import staged_file, write_text_atomic
+from .files import write_text_atomic
+from .plots import pyplot, save_png
 from .recipe import TrainingConfig
 
 OFFSET_GRID = np.round(np.arange(-3.0, 3.01, 0.1), 2)
@@ -332,11 +333,7 @@ def format_crossval(result: CrossValidation) -> str:
 
 def plot_crossval(result: CrossValidation, path: Path) -> Path:
     """Each fold's headline scores and per-label recall as dots, the mean as a bar, in a PNG."""
-    require("matplotlib")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     figure, (headline, recall) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
 
@@ -360,8 +357,4 @@ def plot_crossval(result: CrossValidation, path: Path) -> Path:
     figure.suptitle(
         f"{result.folds}-fold cross-validation, {result.rows} rows of {result.data_file}", fontsize=10
     )
-    figure.tight_layout()
-    with staged_file(path) as staging:
-        figure.savefig(staging, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path)

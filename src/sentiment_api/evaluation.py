@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, Field
 
 from .extras import require
+from .plots import pyplot, save_png
 
 if TYPE_CHECKING:
     from .engine import Classifier
@@ -97,11 +98,7 @@ def format_report(metrics: Scores, title: str = "") -> str:
 
 def plot_confusion_matrix(metrics: Scores, path: Path, title: str = "") -> Path:
     """Save the confusion matrix (counts, with row-normalised shading) as a PNG."""
-    require("matplotlib")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     matrix = np.asarray(metrics.confusion_matrix, dtype=float)
     labels = metrics.labels
@@ -123,13 +120,7 @@ def plot_confusion_matrix(metrics: Scores, path: Path, title: str = "") -> Path:
         f"macro-F1 {metrics.macro_f1:.3f}"
     )
     axes.set_title(f"{title}\n{headline}" if title else headline, fontsize=10)
-    figure.tight_layout()
-    from .files import staged_file
-
-    with staged_file(path) as staging:
-        figure.savefig(staging, format="png")
-    plt.close(figure)
-    return Path(path)
+    return save_png(figure, path)
 
 
 def evaluate_classifier(
