@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVE_STAMP := $(VENV)/.installed-serve
 MODEL ?=
 
-.PHONY: install test lint train evaluate default-model bench bench-roberta bench-batch serve loadtest soak abuse-figures clean
+.PHONY: install test lint train evaluate default-model bench bench-roberta bench-batch bench-server bench-gpu serve loadtest soak abuse-figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -42,10 +42,11 @@ install: $(STAMP) ## create .venv and install the project with its training and 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest
 
-lint: $(STAMP) ## ruff (lint and format) and mypy
-	$(BIN)/ruff check src tests scripts
-	$(BIN)/ruff format --check src tests scripts
+lint: $(STAMP) ## ruff (lint and format), mypy and the import contracts (lint-imports)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
 	$(BIN)/mypy src
+	$(BIN)/lint-imports
 
 train: $(STAMP) ## train the default configuration on the reference data into runs/minilm
 	$(BIN)/sentiment-api train $(DATA) --out runs/minilm --overwrite
@@ -57,7 +58,7 @@ evaluate: $(STAMP) ## evaluate runs/minilm on the reference test split
 # times slower than fp32 (BENCHMARKS.md: 13 hours instead of the hour this target is meant to take),
 # so the target stops there unless ALLOW_EMULATED_BF16=1 says to wait.
 default-model: $(STAMP) ## train the default settings, export int8 behind the gate, write the shipped package
-	@$(BIN)/python -c 'from sentiment_api.devices import this_cpu; raise SystemExit(this_cpu().emulates_bf16)' \
+	@$(BIN)/python -c 'from sentiment_api.core.devices import this_cpu; raise SystemExit(this_cpu().emulates_bf16)' \
 		|| test -n "$(ALLOW_EMULATED_BF16)" \
 		|| { echo "make default-model: this CPU has no native bf16 (no avx512_bf16 or amx_bf16), and the recipe trains in bf16: PyTorch would emulate it, about 10x slower (hours, not minutes). Run it on a CPU with bf16, or set ALLOW_EMULATED_BF16=1 to wait." >&2; exit 1; }
 	$(BIN)/sentiment-api train $(DATA) --out runs/default-checkpoint --overwrite $(DEFAULT_TRAIN_ARGS)
@@ -68,28 +69,34 @@ bench: $(STAMP) ## benchmark every variant of the default checkpoint (runs/defau
 	$(BIN)/sentiment-api bench runs/default-checkpoint --data $(DATA) --out runs/bench/default
 
 bench-roberta: $(STAMP) ## speed and size of a RoBERTa-base-shaped model with random weights
-	$(BIN)/python scripts/build_random_roberta.py $(DATA) runs/random-roberta-base
+	$(BIN)/python bench/engine/random_roberta.py $(DATA) runs/random-roberta-base
 	$(BIN)/sentiment-api bench runs/random-roberta-base --data $(DATA) --out runs/bench/roberta \
 		--speed-only --repeats 3
 
 bench-batch: $(STAMP) ## batch prediction of 100k and 1M tweets on one machine and through Ray (BENCHMARKS.md)
-	$(BIN)/python scripts/make_tweet_parquet.py 100000 runs/batch/tweets-100k.parquet
-	$(BIN)/python scripts/make_tweet_parquet.py 1000000 runs/batch/tweets-1m.parquet
-	$(BIN)/python scripts/bench_batch_predict.py runs/batch/tweets-100k.parquet runs/batch/out-100k
-	$(BIN)/python scripts/bench_batch_predict.py runs/batch/tweets-1m.parquet runs/batch/out-1m
-	$(BIN)/python scripts/bench_batch_predict.py runs/batch/tweets-1m.parquet runs/batch/out-1m-ray -- --ray
+	$(BIN)/python bench/batch/make_tweet_parquet.py 100000 runs/batch/tweets-100k.parquet
+	$(BIN)/python bench/batch/make_tweet_parquet.py 1000000 runs/batch/tweets-1m.parquet
+	$(BIN)/python bench/batch/batch_predict.py runs/batch/tweets-100k.parquet runs/batch/out-100k
+	$(BIN)/python bench/batch/batch_predict.py runs/batch/tweets-1m.parquet runs/batch/out-1m
+	$(BIN)/python bench/batch/batch_predict.py runs/batch/tweets-1m.parquet runs/batch/out-1m-ray -- --ray
+
+bench-server: $(STAMP) ## the service under wrk against a plain FastAPI server, by workers and connections (needs wrk)
+	bash bench/server/wrk.sh
+
+bench-gpu: ## the engine and the service on an NVIDIA GPU and on this CPU, one table (PYTHON=...; skips what is missing)
+	bash bench/engine/gpu.sh
 
 serve: $(SERVE_STAMP) ## serve the shipped model on http://127.0.0.1:8000 (MODEL=dir to override; SENTIMENT_* apply)
 	$(BIN)/sentiment-api serve $(if $(MODEL),--model $(MODEL))
 
 loadtest: $(STAMP) ## start the service on the shipped model and run the k6 load test against it (needs curl)
-	bash scripts/loadtest_k6.sh
+	bash deploy/loadtest/run_k6.sh
 
-soak: $(STAMP) ## serve the shipped model, measure its capacity, hold 70 % of it for 30 min; figures and PNG in runs/soak
-	$(BIN)/python scripts/soak.py
+soak: $(STAMP) ## serve the shipped model, measure its capacity, hold 70 % of it for 30 min under wrk; figures and PNG in runs/soak
+	$(BIN)/python bench/server/soak.py
 
-abuse-figures: $(STAMP) ## connection spread, overload, slow clients and a killed worker, measured (needs iproute2, nginx)
-	$(BIN)/python scripts/abuse_figures.py
+abuse-figures: $(STAMP) ## connection spread, overload, slow clients and a killed worker, measured (needs wrk, iproute2, nginx)
+	$(BIN)/python bench/server/abuse.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .mypy_cache .ruff_cache

@@ -15,7 +15,7 @@
 # The check container and the debootstrap work directory are removed however the script ends.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/common.sh
+source deploy/common.sh
 PODMAN=(podman --storage-driver vfs)
 BASE_IMAGE=${BASE_IMAGE:-localhost/debian-python:3.11-bookworm}
 IMAGE=${IMAGE:-localhost/sentiment-api:latest}

@@ -55,7 +55,7 @@ def trained_tiny_bert(tiny_csv: Path, tiny_bert: Path, tmp_path_factory: pytest.
 @pytest.fixture(scope="session")
 def onnx_package(trained_tiny_bert: Path, tiny_csv: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The tiny checkpoint exported by the project's own exporter: a real int8 model package."""
-    from sentiment_api.export import build_package
+    from sentiment_api.optimise.export import build_package
 
     out = tmp_path_factory.mktemp("served") / "package"
     # the tiny model's scores sit near a third each, so int8 flips some of its 6 validation labels on

@@ -1,7 +1,8 @@
-"""The earlier service's near-duplicate loop, kept as the specification of ``data.near_duplicate_mask``.
+"""The earlier service's near-duplicate loop, kept as the specification of
+``data.tweets.near_duplicate_mask``.
 
-Not part of the package: the tests compare the package's blocked version with it, and
-``scripts/time_dedup.py`` times the two.
+Not part of the package: the tests compare the package's blocked version with it (BENCHMARKS.md has
+the two timed).
 """
 
 from __future__ import annotations

@@ -80,7 +80,7 @@ def train_roberta_tokenizer(texts: Sequence[str], vocab_size: int) -> tuple[Any,
     """A byte-level BPE tokenizer with RoBERTa's special tokens, trained on ``texts``.
 
     For models built from a config rather than downloaded: the tiny test RoBERTa, and the
-    RoBERTa-base-shaped benchmark model of ``scripts/build_random_roberta.py``. Returns the
+    RoBERTa-base-shaped benchmark model of ``bench/engine/random_roberta.py``. Returns the
     ``tokenizers.Tokenizer`` and its ``transformers`` wrapper.
     """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
@@ -136,5 +136,19 @@ def write_rows(path: Path, rows: list[tuple[str, str]]) -> Path:
     with path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow([TEXT_COLUMN, LABEL_COLUMN])
+        writer.writerows(rows)
+    return path
+
+
+# A corpus' own label names, and how they map onto the tiny models' labels.
+MAP = {"negative": LABELS[0], "neutral": LABELS[1], "positive": LABELS[2]}
+
+
+def write_corpus(
+    path: Path, rows: list[tuple[str, str]], columns: tuple[str, str] = ("text", "label")
+) -> Path:
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
         writer.writerows(rows)
     return path

@@ -2,7 +2,7 @@
 // Thresholds fail the run (exit code 99) when p99 latency or the error rate is too high.
 //
 // Bodies are real tweets: the 576 tweets of the reference test split as people wrote them
-// (tweets.json beside this file, made by scripts/make_loadtest_tweets.py), one drawn at random per
+// (tweets.json beside this file, made by make_tweets.py), one drawn at random per
 // request. TWEETS=/path/to/file uses your own: a JSON list of strings, or a text file with one tweet
 // per line (a relative path is read from this script's directory). Short fixed tweets would measure a
 // faster service than real traffic meets: the cost of a request grows with its length in tokens.

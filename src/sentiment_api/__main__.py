@@ -1,3 +1,3 @@
-from .cli import main
+from sentiment_api.cli.commands import main
 
 main()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from sentiment_api.engine import Classifier
+from sentiment_api.core.engine import Classifier
 
 
 @pytest.fixture(scope="session")

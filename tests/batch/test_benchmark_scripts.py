@@ -1,4 +1,5 @@
-"""The batch benchmark scripts run end to end on a small file, so BENCHMARKS.md's commands keep working."""
+"""The batch benchmarks (bench/batch) run end to end on a small file: the commands BENCHMARKS.md
+cites keep working."""
 
 from __future__ import annotations
 
@@ -9,17 +10,17 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "batch"
 
 
 def script(name: str, *args: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, str(SCRIPTS / name), *map(str, args)], capture_output=True, text=True, timeout=240
+        [sys.executable, str(BENCH / name), *map(str, args)], capture_output=True, text=True, timeout=300
     )
 
 
 @pytest.mark.shared_data
-def test_tweets_are_drawn_benchmarked_and_checked_for_memory(shared_data, onnx_package, tmp_path) -> None:
+def test_tweets_are_drawn_and_benchmarked(shared_data, onnx_package, tmp_path) -> None:
     tweets = tmp_path / "tweets.parquet"
 
     corpus = shared_data.parent / "tweeteval-sentiment" / "train.csv"
@@ -35,9 +36,8 @@ def test_tweets_are_drawn_benchmarked_and_checked_for_memory(shared_data, onnx_p
         corpus,
     )
     timed = script(
-        "bench_batch_predict.py", tweets, tmp_path / "out", "--model", onnx_package, "--", "--part-rows", 1000
+        "batch_predict.py", tweets, tmp_path / "out", "--model", onnx_package, "--", "--part-rows", 1000
     )
-    checked = script("check_batch_memory.py", tweets, tmp_path / "memory")
 
     assert made.returncode == 0, made.stderr
     metadata = pq.read_metadata(tweets)
@@ -51,5 +51,3 @@ def test_tweets_are_drawn_benchmarked_and_checked_for_memory(shared_data, onnx_p
         "part-00001.parquet",
         "part-00002.parquet",
     ]
-    assert checked.returncode == 0, checked.stderr
-    assert checked.stdout.startswith("3,000 rows in ")

@@ -9,7 +9,7 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
-from serving import free_port
+from live_server import free_port
 from tweet_files import tweets, write
 
 

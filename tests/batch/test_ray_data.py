@@ -17,7 +17,7 @@ import pytest
 
 from sentiment_api.batch import ray_data
 from sentiment_api.batch.sources import open_source
-from sentiment_api.errors import DataError
+from sentiment_api.core.errors import DataError
 from tweet_files import tweets, write
 
 pytestmark = pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 from sentiment_api.batch.options import PredictOptions
 from sentiment_api.batch.runner import predict_files
 from sentiment_api.batch.scoring import classifier_scorer
-from sentiment_api.errors import DataError
+from sentiment_api.core.errors import DataError
 from tweet_files import tweets, write
 
 QUIET = {"progress": False}

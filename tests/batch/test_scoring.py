@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from sentiment_api.batch.scoring import ChunkScorer, Scores
-from sentiment_api.errors import DataError
+from sentiment_api.core.errors import DataError
 from tweet_files import LONG
 
 
@@ -72,7 +72,7 @@ def test_scoring_is_one_call_per_chunk_that_can_be_replaced(classifier) -> None:
     score = ChunkScorer.of_classifier(classifier, "tweet_text", score=fake)
     out = score(chunk(["Love it &amp; more", None, "so good"]))
 
-    assert calls == [[classifier.normalise("Love it &amp; more"), classifier.normalise("so good")]]
+    assert calls == [classifier.normalise(["Love it &amp; more", "so good"])]
     assert out.column("label").to_pylist() == [classifier.labels[-1], None, classifier.labels[-1]]
 
 
@@ -104,7 +104,7 @@ def test_a_numeric_text_column_is_read_as_its_digits_and_a_nested_one_refused(cl
 
 def test_streams_give_the_scores_of_one_session(onnx_package) -> None:
     from sentiment_api.batch.scoring import classifier_scorer, stream_scorer
-    from sentiment_api.engine import Classifier
+    from sentiment_api.core.engine import Classifier
 
     classifier = Classifier.load(onnx_package, threads=1)
     texts = [f"tweet number {i} about the ipad" + " really" * (i % 7) for i in range(101)]

@@ -9,7 +9,7 @@ import pyarrow as pa
 import pytest
 
 from sentiment_api.batch.sources import open_source, read_tables
-from sentiment_api.errors import DataError
+from sentiment_api.core.errors import DataError
 from tweet_files import tweets, write
 
 FORMATS = ["data.csv", "data.csv.gz", "data.tsv", "data.parquet", "data.jsonl", "data.xlsx"]

@@ -1,17 +1,16 @@
-"""The k6 and Locust load tests run against a real server, send the reference test tweets (or a
-user's file), and their thresholds can fail a run."""
+"""The k6 load test runs against a real server, sends the reference test tweets (or a user's file),
+and its thresholds can fail a run; the tweets are what deploy/loadtest/make_tweets.py writes."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from serving import LiveServer
+from live_server import LiveServer
 
 LOADTEST = Path(__file__).resolve().parents[2] / "deploy" / "loadtest"
 REFERENCE_TWEETS = json.loads((LOADTEST / "tweets.json").read_text())
@@ -52,6 +51,16 @@ def test_the_shipped_tweets_are_the_reference_test_split() -> None:
     assert all(isinstance(tweet, str) and tweet.strip() for tweet in REFERENCE_TWEETS)
 
 
+@pytest.mark.shared_data
+def test_make_tweets_writes_the_shipped_file_again(shared_data, tmp_path) -> None:
+    out = tmp_path / "tweets.json"
+    command = [sys.executable, str(LOADTEST / "make_tweets.py"), str(shared_data), "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=180)
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert out.read_bytes() == (LOADTEST / "tweets.json").read_bytes()
+
+
 def test_k6_passes_its_thresholds_sending_the_reference_tweets(server) -> None:
     since = len(server.json_lines())
     result = k6(server, "2000")
@@ -75,19 +84,3 @@ def test_k6_fails_when_p99_is_over_its_threshold(server) -> None:
     result = k6(server, "0.001")
     assert result.returncode == 99, result.stdout + result.stderr
     assert "thresholds on metrics 'http_req_duration{name:predict}' have been crossed" in result.stderr
-
-
-@pytest.mark.parametrize("own_file", [False, True], ids=["reference-tweets", "own-file"])
-def test_locust_runs_headless_against_the_service(server, own_file, tmp_path) -> None:
-    environment = {**os.environ, "P99_MS": "2000"}
-    if own_file:
-        (tmp_path / "mine.json").write_text(json.dumps(OWN_TWEETS))
-        environment["TWEETS"] = str(tmp_path / "mine.json")
-    command = [binary("locust"), "-f", str(LOADTEST / "locustfile.py"), "--host", server.url]
-    command += ["--headless", "-u", "4", "-r", "4", "-t", "3s", "--only-summary"]
-    since = len(server.json_lines())
-    result = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "POST" in result.stderr + result.stdout and "/predict" in result.stderr + result.stdout
-    sent = set(texts_sent(server, since))
-    assert sent == set(OWN_TWEETS) if own_file else sent <= set(REFERENCE_TWEETS) and len(sent) > 5

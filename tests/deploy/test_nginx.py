@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving import LiveServer, free_port, wait_until
+from live_server import LiveServer, free_port, wait_until
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = REPO / "deploy" / "nginx"

@@ -20,7 +20,7 @@ import yaml
 from packaging.requirements import Requirement
 from test_kubernetes import tool
 
-from sentiment_api.cli import app
+from sentiment_api.cli.commands import app
 
 REPO = Path(__file__).resolve().parents[2]
 RAYJOB = REPO / "deploy" / "ray" / "rayjob.yaml"

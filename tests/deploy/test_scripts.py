@@ -1,9 +1,14 @@
 """The shell scripts: each names the system packages it misses, and stops the server it starts
-however it ends (the real scripts, the real server; only the load generator is made to fail)."""
+however it ends (the real scripts, the real server; only the load generator is made to fail). The
+benchmark scripts: each answers --help, reaches into no other folder, and the soak and GPU benchmarks
+run end to end in a short mode."""
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import csv
+import importlib.util
 import json
 import os
 import shutil
@@ -17,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from serving import free_port
+from live_server import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 VENV = Path(sys.executable).parent.parent  # the environment running the tests, for the scripts' VENV
@@ -38,11 +43,11 @@ def path_without(directory: Path, *hidden: str) -> str:
     ("script", "hidden", "line"),
     [
         (
-            "scripts/bench_server_wrk.sh",
+            "bench/server/wrk.sh",
             ("wrk", "taskset", "curl"),
             "missing wrk taskset curl: apt-get install -y wrk util-linux curl",
         ),
-        ("scripts/loadtest_k6.sh", ("curl",), "missing curl: apt-get install -y curl"),
+        ("deploy/loadtest/run_k6.sh", ("curl",), "missing curl: apt-get install -y curl"),
         (
             "deploy/build_image.sh",
             ("podman", "runc", "curl", "debootstrap"),
@@ -100,7 +105,7 @@ def test_the_k6_script_stops_its_server_when_k6_fails(onnx_package, tmp_path) ->
     log = tmp_path / "script.log"
     limits = {"VUS": "2", "DURATION": "1s", "P99_MS": "0.001"}  # a threshold no server meets
     with script_run(
-        "scripts/loadtest_k6.sh", log, 120, MODEL=str(onnx_package), PORT=str(port), **limits
+        "deploy/loadtest/run_k6.sh", log, 180, MODEL=str(onnx_package), PORT=str(port), **limits
     ) as code:
         assert code == 99, log.read_text()
         assert not listening(port), "the server outlived the script"
@@ -126,7 +131,7 @@ def test_the_wrk_script_stops_its_server_when_wrk_fails(onnx_package, tiny_csv, 
         "WORKERS": "1",
         "CONNECTIONS": "1",
     }
-    with script_run("scripts/bench_server_wrk.sh", log, 240, **environment) as code:
+    with script_run("bench/server/wrk.sh", log, 300, **environment) as code:
         assert code != 0, log.read_text()
         assert "wrk: failing on purpose" in log.read_text()
         assert (out / "server-w1.log").exists(), log.read_text()  # the server had started
@@ -140,7 +145,11 @@ def test_the_gpu_benchmark_measures_what_this_machine_has_and_says_why_it_skips_
     out = tmp_path / "gpu-bench"
     environment = {**os.environ, "OUT": str(out), "QUICK": "1", "PYTHON": sys.executable}
     result = subprocess.run(
-        [shutil.which("bash") or "/bin/bash", str(REPO / "scripts" / "gpu_bench.sh"), str(trained_tiny_bert)],
+        [
+            shutil.which("bash") or "/bin/bash",
+            str(REPO / "bench" / "engine" / "gpu.sh"),
+            str(trained_tiny_bert),
+        ],
         capture_output=True,
         text=True,
         timeout=600,
@@ -161,6 +170,67 @@ def test_the_gpu_benchmark_measures_what_this_machine_has_and_says_why_it_skips_
     ):
         assert engine in measured or skipped[f"{engine} on cuda"]  # measured, or skipped saying why
     cpu_http = [row for row in results["http"] if row["device"] == "cpu"]
-    assert [row["connections"] for row in cpu_http] == [32, 256]
-    assert all(row["requests_per_s"] > 0 for row in cpu_http)
+    if shutil.which("wrk"):
+        assert [row["connections"] for row in cpu_http] == [32, 256]
+        assert all(row["requests_per_s"] > 0 for row in cpu_http)
+    else:
+        assert cpu_http == []
+        assert "apt-get install -y wrk" in skipped["HTTP CPU, ONNX Runtime int8, 1 workers"]
     assert "| service | workers | connections | requests/s |" in (out / "results.md").read_text()
+
+
+BENCH_SCRIPTS = sorted(
+    path.relative_to(REPO)
+    for path in [*REPO.glob("bench/*/*.py"), REPO / "deploy" / "loadtest" / "make_tweets.py"]
+    if path.name != "wrk_load.py"  # imported by soak.py and abuse.py, not run
+)
+
+
+@pytest.mark.parametrize("script", BENCH_SCRIPTS, ids=str)
+def test_a_benchmark_script_answers_help(script) -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / script), "--help"], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "usage" in result.stdout.lower()
+
+
+@pytest.mark.parametrize("script", sorted(REPO.glob("bench/*/*.py")), ids=lambda path: path.name)
+def test_a_benchmark_script_reaches_into_no_other_folder(script) -> None:
+    """No sys.path patching, and every import is the package, an installed module, or a file beside it."""
+    tree = ast.parse(script.read_text())
+    assert "sys.path" not in ast.unparse(tree)
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    for top in {name.split(".")[0] for name in names}:
+        beside = (script.parent / f"{top}.py").is_file()
+        assert beside or top == "sentiment_api" or importlib.util.find_spec(top) is not None, top
+        assert top not in {"conftest", "live_server", "tiny_models", "tweet_files"}  # the tests' helpers
+
+
+@pytest.mark.parametrize(
+    "script", sorted([*REPO.glob("bench/*/*.sh"), *REPO.glob("deploy/**/*.sh")]), ids=lambda path: path.name
+)
+def test_a_shell_script_parses(script) -> None:
+    result = subprocess.run(["bash", "-n", str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.slow
+def test_the_soak_holds_a_rate_and_writes_its_figures(onnx_package, tmp_path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (apt-get install -y wrk)")
+    out = tmp_path / "soak"
+    command = [sys.executable, str(REPO / "bench" / "server" / "soak.py"), "--rate", "20", "--minutes", "0.2"]
+    command += ["--window-s", "3", "--warmup-minutes", "0.05", "--compare-minutes", "0.05", "--out", str(out)]
+    environment = {**os.environ, "MODEL": str(onnx_package), "SENTIMENT_THREADS": "1"}
+    result = subprocess.run(command, capture_output=True, text=True, timeout=240, env=environment)
+
+    assert result.returncode in (0, 1), result.stdout[-3000:] + result.stderr[-3000:]  # 1: a check failed
+    summary = json.loads((out / "soak.json").read_text())
+    rows = list(csv.DictReader((out / "soak.csv").open()))
+    assert summary["rate_requests_per_s"] == 20 and summary["capacity_requests_per_s"] is None
+    assert len(rows) == 4 and all(float(row["requests_per_s"]) > 0 for row in rows)
+    assert summary["verdict"]["errors"] == 0
+    assert (out / "soak.png").read_bytes().startswith(b"\x89PNG")

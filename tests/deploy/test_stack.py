@@ -14,7 +14,7 @@ import httpx
 import pytest
 import yaml
 
-from serving import LiveServer, free_port, wait_until
+from live_server import LiveServer, free_port, wait_until
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 DASHBOARD = DEPLOY / "grafana" / "dashboards" / "sentiment-api.json"

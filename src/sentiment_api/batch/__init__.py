@@ -9,5 +9,5 @@ The path of a row, one module per step:
 - ``sinks``: numbered part files, each written to a temporary name and renamed; merged into one
   file when one was asked for;
 - ``runner``: the loop on one machine (resume, progress, report); ``ray_data``: the same scoring on
-  Ray Data.
+  Ray Data; ``predict``: which of the two, and the streams a package is scored on.
 """

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import os
-
 from pydantic import BaseModel, Field
 
-from ..devices import DeviceChoice
-from .formats import InputFormat, OutputFormat
+from sentiment_api.batch.formats import InputFormat, OutputFormat
+from sentiment_api.core.devices import DeviceChoice, stream_layout
 
 
 class PredictOptions(BaseModel):
@@ -15,9 +13,7 @@ class PredictOptions(BaseModel):
 
     def stream_layout(self) -> tuple[int, int]:
         """Streams and ONNX Runtime threads per stream: one single-threaded stream per core unless set."""
-        cores = os.cpu_count() or 1
-        streams = self.streams or max(1, cores // (self.threads or 1))
-        return streams, self.threads or max(1, cores // streams)
+        return stream_layout(self.streams, self.threads)
 
     text_column: str | None = Field(
         None, description="Column holding the text (default: the first of tweet_text, Tweet, text, tweet)."
@@ -34,9 +30,9 @@ class PredictOptions(BaseModel):
         32,
         ge=1,
         le=4096,
-        description="Texts per inference call, grouped by length. The default int8 scheme (static) gives "
-        "a row the same scores whatever it is batched with; packages quantised with the dynamic or hybrid "
-        "scheme do not, so with those pass 1 for scores that --ray and resumed runs repeat to the digit.",
+        description="Texts per inference call, grouped by length. Packages give a row the same scores "
+        "whatever it is batched with (their int8 scheme is batch-invariant), so --ray and resumed runs "
+        "repeat them to the digit.",
     )
     chunk_rows: int = Field(
         1024, ge=1, le=1_000_000, description="Rows read, scored and written at a time; memory grows with it."

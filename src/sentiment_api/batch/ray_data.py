@@ -28,15 +28,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import ConfigError, DataError, SentimentError
-from ..extras import require
-from ..files import staged_directory, write_text_atomic
-from ..model_card import ModelCard
-from .options import PredictOptions, RayOptions
-from .runner import REPORT, BatchReport, check_size, clear_output, plan_output
-from .scoring import ChunkScorer, OutputColumns
-from .sinks import merge_parts, part_files, part_path, table_writer, tally_parts
-from .sources import Source, open_source, read_file, row_group_rows
+from sentiment_api.batch.options import PredictOptions, RayOptions
+from sentiment_api.batch.runner import REPORT, BatchReport, check_size, clear_output, plan_output
+from sentiment_api.batch.scoring import ChunkScorer, OutputColumns
+from sentiment_api.batch.sinks import merge_parts, part_files, part_path, table_writer, tally_parts
+from sentiment_api.batch.sources import Source, open_source, read_file, row_group_rows
+from sentiment_api.core.errors import ConfigError, DataError, SentimentError
+from sentiment_api.core.extras import require
+from sentiment_api.core.files import staged_directory, write_text_atomic
+from sentiment_api.core.model_card import ModelCard
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -51,7 +51,7 @@ class RayChunkScorer:
     """A Ray actor's work: load the model package once, then score every batch it is handed."""
 
     def __init__(self, model: str, text_column: str, options: dict[str, Any], threads: int) -> None:
-        from ..engine import Classifier
+        from sentiment_api.core.engine import Classifier
 
         settings = PredictOptions.model_validate(options)
         self.part_rows = settings.part_rows

@@ -21,19 +21,27 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from ..errors import DataError
-from ..extras import require
-from ..files import write_text_atomic
-from .formats import OUTPUT_SUFFIXES, XLSX_MAX_ROWS, OutputFormat
-from .options import PredictOptions
-from .scoring import ChunkScorer, ScoreChunk
-from .sinks import PART_PREFIX, Tally, merge_parts, part_files, part_path, table_writer, tally_parts
-from .sources import Source, open_source, read_tables
+from sentiment_api.batch.formats import OUTPUT_SUFFIXES, XLSX_MAX_ROWS, OutputFormat
+from sentiment_api.batch.options import PredictOptions
+from sentiment_api.batch.scoring import ChunkScorer, ScoreChunk
+from sentiment_api.batch.sinks import (
+    PART_PREFIX,
+    Tally,
+    merge_parts,
+    part_files,
+    part_path,
+    table_writer,
+    tally_parts,
+)
+from sentiment_api.batch.sources import Source, open_source, read_tables
+from sentiment_api.core.errors import DataError
+from sentiment_api.core.extras import require
+from sentiment_api.core.files import write_text_atomic
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ..engine import Classifier
+    from sentiment_api.core.engine import Classifier
 
 MANIFEST = "_manifest.json"
 REPORT = "_report.json"
@@ -129,7 +137,7 @@ def predict_files(
     """Classify every row of ``input`` (a file, a directory or a glob) into ``output``.
 
     ``score`` replaces the classifier's own session for the inference of each chunk (by default
-    ``classifier.probabilities_of_clean`` in batches of ``options.batch_size``).
+    ``classifier.probabilities`` in batches of ``options.batch_size``).
     """
     require("pyarrow")  # a missing extra is the first thing to say, before any file is looked at
     require("tqdm")

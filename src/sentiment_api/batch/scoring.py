@@ -19,13 +19,13 @@ from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
-from ..errors import DataError
-from ..extras import require
+from sentiment_api.core.errors import DataError
+from sentiment_api.core.extras import require
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-    from ..engine import Classifier
+    from sentiment_api.core.engine import Classifier
 
 MISSING_TEXT = "missing text"
 EMPTY_TEXT = "empty text"
@@ -51,7 +51,7 @@ def classifier_scorer(classifier: Classifier, batch_size: int = 1) -> ScoreChunk
     """Score on ``classifier``'s own session, ``batch_size`` texts per inference call."""
 
     def score(texts: Sequence[str]) -> Scores:
-        probabilities, encoded = classifier.probabilities_of_clean(texts, batch_size)
+        probabilities, encoded = classifier.probabilities(texts, batch_size)
         return Scores(probabilities, encoded.truncated)
 
     return score
@@ -60,9 +60,9 @@ def classifier_scorer(classifier: Classifier, batch_size: int = 1) -> ScoreChunk
 def stream_scorer(classifier: Classifier, streams: int, threads: int, batch_size: int) -> ScoreChunk:
     """Score each chunk on ``streams`` sessions at once, ``threads`` each: the chunk is cut into as
     many slices, one per session, as the server runs its batches. With a batch-invariant model
-    (the ``static`` int8 scheme) the scores are the ones a single session gives. A PyTorch
-    checkpoint scores on its own session, with its own threads."""
-    from ..engine import OnnxBackend
+    (every package's ``rowwise`` int8 scheme) the scores are the ones a single session gives. A
+    PyTorch checkpoint scores on its own session, with its own threads."""
+    from sentiment_api.core.engine import OnnxBackend
 
     if not isinstance(classifier.backend, OnnxBackend):
         return classifier_scorer(classifier, batch_size)
@@ -78,7 +78,7 @@ def stream_scorer(classifier: Classifier, streams: int, threads: int, batch_size
     def score_slice(session: Classifier, texts: Sequence[str]) -> Scores:
         if not texts:
             return Scores(np.zeros((0, len(session.labels)), dtype=np.float32), [])
-        probabilities, encoded = session.probabilities_of_clean(texts, batch_size)
+        probabilities, encoded = session.probabilities(texts, batch_size)
         return Scores(probabilities, encoded.truncated)
 
     def score(texts: Sequence[str]) -> Scores:
@@ -160,7 +160,7 @@ class ChunkScorer:
         self,
         columns: OutputColumns,
         text_column: str,
-        normalise: Callable[[str], str],
+        normalise: Callable[[Sequence[str]], list[str]],
         score: ScoreChunk,
         max_text_chars: int,
     ) -> None:
@@ -212,7 +212,7 @@ class ChunkScorer:
         probabilities = np.zeros((len(texts), len(labels)), dtype=np.float64)
         truncated = np.zeros(len(texts), dtype=bool)
         if good:
-            scores = self.score([self.normalise(texts[i]) for i in good])  # type: ignore[arg-type]
+            scores = self.score(self.normalise([texts[i] for i in good]))  # type: ignore[misc]
             probabilities[good] = scores.probabilities
             truncated[good] = np.asarray(scores.truncated, dtype=bool)
         bad = np.array([reason is not None for reason in reasons], dtype=bool)

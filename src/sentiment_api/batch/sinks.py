@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..extras import require
-from ..files import staged_file
-from .formats import EXTENSIONS, OutputFormat
-from .scoring import OutputColumns
-from .spreadsheets import workbook
+from sentiment_api.batch.formats import EXTENSIONS, OutputFormat
+from sentiment_api.batch.scoring import OutputColumns
+from sentiment_api.batch.spreadsheets import workbook
+from sentiment_api.core.extras import require
+from sentiment_api.core.files import staged_file
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError
-from ..extras import require
-from .formats import KNOWN, InputFormat, format_of
-from .spreadsheets import xlsx_columns, xlsx_rows, xlsx_tables
+from sentiment_api.batch.formats import KNOWN, InputFormat, format_of
+from sentiment_api.batch.spreadsheets import xlsx_columns, xlsx_rows, xlsx_tables
+from sentiment_api.core.errors import DataError
+from sentiment_api.core.extras import require
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..errors import DataError
-from ..extras import require
+from sentiment_api.core.errors import DataError
+from sentiment_api.core.extras import require
 
 if TYPE_CHECKING:
     import pyarrow as pa

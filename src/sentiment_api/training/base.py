@@ -11,12 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import ModelError
-from ..extras import require
-from ..files import staged_directory
-from ..model_card import ModelCard
-from ..recipe import BUNDLED_BASE, TrainingConfig
-from ..tokenization import TweetTokenizer
+from sentiment_api.core.errors import ModelError
+from sentiment_api.core.extras import require
+from sentiment_api.core.files import staged_directory
+from sentiment_api.core.model_card import ModelCard
+from sentiment_api.core.recipe import BUNDLED_BASE, TrainingConfig
+from sentiment_api.core.tokenization import TweetTokenizer
+
+HEAD_ATTRIBUTES = ("classifier", "score")  # where transformers keeps a sequence classifier's head
 
 
 @dataclass
@@ -110,8 +112,6 @@ def fresh_head(model: Any) -> None:
     """Initialise the head's linear layers anew, as Hugging Face initialises a missing head."""
     require("torch")
     import torch
-
-    from .loop import HEAD_ATTRIBUTES
 
     spread = getattr(model.config, "initializer_range", 0.02)
     for name in HEAD_ATTRIBUTES:

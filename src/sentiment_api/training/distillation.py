@@ -12,9 +12,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..data import TEXT
-from ..engine import Classifier
-from ..errors import ConfigError
+from sentiment_api.core.engine import Classifier
+from sentiment_api.core.errors import ConfigError
+from sentiment_api.data.tweets import TEXT
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -62,7 +62,7 @@ def teacher_probabilities(
                 f"teacher {teacher}: has no label(s) {missing} (it knows {classifier.labels}); "
                 "distil only from models trained on the same labels"
             )
-        probabilities, _ = classifier.probabilities_of_clean(texts, batch_size)
+        probabilities, _ = classifier.probabilities(texts, batch_size)
         columns = [classifier.labels.index(label) for label in labels]
         total += probabilities[:, columns]
     return np.asarray(total / len(teachers), dtype=np.float32)

@@ -1,13 +1,8 @@
 """The epoch loop: class-weighted cross-entropy, AdamW with layer-wise rates, a warm-up/decay
-schedule, length-bucketed batches, and validation after every epoch.
-
-Rows come in *tasks*: the target data, and, when corpora are mixed in, a sample of each corpus per
-epoch, either through the model's own head (``mix``) or through a head of its own (``joint``).
-"""
+schedule, length-bucketed batches, and validation after every epoch."""
 
 from __future__ import annotations
 
-import copy
 import math
 import re
 from collections.abc import Callable
@@ -16,16 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..evaluation import Scores
-from ..extras import require
-from ..model_card import EpochRecord
-from ..recipe import TrainingConfig
-from ..tokenization import TweetTokenizer
+from sentiment_api.core.errors import ConfigError
+from sentiment_api.core.extras import require
+from sentiment_api.core.metrics import Scores
+from sentiment_api.core.model_card import EpochRecord
+from sentiment_api.core.recipe import TrainingConfig
+from sentiment_api.core.tokenization import TweetTokenizer
 
 _LAYER = re.compile(r"\.(?:layer|layers)\.(\d+)\.")
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-HEAD_ATTRIBUTES = ("classifier", "score")
 
 
 @dataclass
@@ -40,42 +34,6 @@ class Examples:
     def lengths(self) -> np.ndarray:
         """Tokens per text."""
         return np.fromiter((len(row) for row in self.ids), dtype=np.int64, count=len(self.ids))
-
-
-@dataclass
-class Task:
-    """Rows trained with one loss: the target's, or one corpus' when corpora are mixed in.
-
-    ``rows_per_epoch`` of ``None`` takes every row once per epoch (the target); a number draws that
-    many rows each epoch, going on through a shuffled order so that epochs see different rows.
-    ``head``, when set, replaces the model's classification head for this task's batches.
-    """
-
-    examples: Examples
-    weights: np.ndarray
-    rows_per_epoch: int | None = None
-    head: Any | None = None
-    _order: np.ndarray | None = field(default=None, repr=False)
-    _cursor: int = 0
-
-    def batches_per_epoch(self, batch_size: int) -> int:
-        """Optimiser steps this task adds to an epoch."""
-        rows = len(self.examples.y) if self.rows_per_epoch is None else self.rows_per_epoch
-        return math.ceil(rows / batch_size)
-
-    def draw(self, rng: np.random.Generator) -> np.ndarray:
-        """This epoch's rows (of a sampled task): the next ``rows_per_epoch`` of a shuffled order."""
-        assert self.rows_per_epoch is not None
-        taken: list[np.ndarray] = []
-        wanted = self.rows_per_epoch
-        while wanted > 0:
-            if self._order is None or self._cursor >= len(self._order):
-                self._order, self._cursor = rng.permutation(len(self.examples.y)), 0
-            part = self._order[self._cursor : self._cursor + wanted]
-            self._cursor += len(part)
-            wanted -= len(part)
-            taken.append(part)
-        return np.concatenate(taken)
 
 
 @dataclass
@@ -156,34 +114,19 @@ def training_batches(lengths: np.ndarray, batch_size: int, rng: np.random.Genera
     return batches
 
 
-def new_head(model: Any, outputs: int) -> Any:
-    """A fresh classification head shaped like the model's own, with ``outputs`` labels."""
-    torch: Any = require("torch")
-    name = next((name for name in HEAD_ATTRIBUTES if hasattr(model, name)), None)
-    if name is None:
-        raise ConfigError(f"{type(model).__name__}: no classification head found for joint training")
-    head = copy.deepcopy(getattr(model, name))
-    linear = [m for m in head.modules() if isinstance(m, torch.nn.Linear)][-1]
-    if linear.out_features != outputs:
-        raise ConfigError("joint training needs each corpus to have as many labels as the target")
-    for module in head.modules():
-        if isinstance(module, torch.nn.Linear):
-            module.reset_parameters()
-    return head
-
-
 def fit(
     model: Any,
     tokenizer: TweetTokenizer,
-    tasks: list[Task],
+    examples: Examples,
+    weights: np.ndarray,
     config: TrainingConfig,
     validate: Callable[[], Scores],
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> Fitted:
-    """Train ``model`` for ``config.epochs`` epochs on ``tasks`` (the target first); after each
-    epoch, ``validate()`` scores it.
+    """Train ``model`` for ``config.epochs`` epochs on ``examples``, the loss weighting label i by
+    ``weights[i]``; after each epoch, ``validate()`` scores it.
 
     Keeps the weights of the epoch with the best validation score (``config.selection``) and of
     the last ``config.average_last`` epochs; the model is left with the last epoch's weights.
@@ -193,18 +136,12 @@ def fit(
     require("tqdm")
     from tqdm.auto import tqdm
 
-    losses = [
-        torch.nn.CrossEntropyLoss(
-            weight=torch.tensor(task.weights, dtype=torch.float32), label_smoothing=config.label_smoothing
-        )
-        for task in tasks
-    ]
+    loss_fn = torch.nn.CrossEntropyLoss(
+        weight=torch.tensor(weights, dtype=torch.float32), label_smoothing=config.label_smoothing
+    )
     groups = parameter_groups(model, config)
-    for task in tasks:
-        if task.head is not None:
-            groups.append({"params": list(task.head.parameters()), "lr": config.learning_rate})
     optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
-    steps = sum(task.batches_per_epoch(config.batch_size) for task in tasks) * config.epochs
+    steps = math.ceil(len(examples.y) / config.batch_size) * config.epochs
     scheduler = transformers.get_linear_schedule_with_warmup(
         optimizer, int(config.warmup_ratio * steps), steps
     )
@@ -214,9 +151,8 @@ def fit(
     for epoch in range(1, config.epochs + 1):
         model.train()
         running, count = 0.0, 0
-        for number, batch in epoch_batches(tasks, config.batch_size, rng):
-            task = tasks[number]
-            running += _step(model, tokenizer, task, batch, losses[number], config)
+        for batch in training_batches(examples.lengths(), config.batch_size, rng):
+            running += _step(model, tokenizer, examples, batch, loss_fn, config)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
@@ -242,50 +178,28 @@ def fit(
     return fitted
 
 
-def epoch_batches(
-    tasks: list[Task], batch_size: int, rng: np.random.Generator
-) -> list[tuple[int, np.ndarray]]:
-    """One epoch's batches as (task number, row indices): every task's length-bucketed batches,
-    shuffled together when there is more than one task."""
-    target = tasks[0]
-    batches = [(0, batch) for batch in training_batches(target.examples.lengths(), batch_size, rng)]
-    for number, task in enumerate(tasks[1:], start=1):
-        rows = task.draw(rng)
-        lengths = task.examples.lengths()[rows]
-        batches.extend((number, rows[batch]) for batch in training_batches(lengths, batch_size, rng))
-    if len(tasks) > 1:
-        order = rng.permutation(len(batches))
-        batches = [batches[i] for i in order]
-    return batches
-
-
 def _step(
-    model: Any, tokenizer: TweetTokenizer, task: Task, batch: np.ndarray, loss_fn: Any, config: TrainingConfig
+    model: Any,
+    tokenizer: TweetTokenizer,
+    examples: Examples,
+    batch: np.ndarray,
+    loss_fn: Any,
+    config: TrainingConfig,
 ) -> float:
-    """Forward and backward one batch (through the task's own head, if it has one); its loss."""
+    """Forward and backward one batch; its loss."""
     require("torch")
     import torch
 
-    input_ids, attention_mask = tokenizer.pad([task.examples.ids[i] for i in batch])
-    own_head = None
-    if task.head is not None:
-        attribute = next(name for name in HEAD_ATTRIBUTES if hasattr(model, name))
-        own_head = getattr(model, attribute)
-        setattr(model, attribute, task.head)
-    try:
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
-            logits = model(
-                input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
-            ).logits
-    finally:
-        if own_head is not None:
-            setattr(model, attribute, own_head)
-    soft = None if task.examples.soft is None else torch.from_numpy(task.examples.soft[batch])
-    y = torch.from_numpy(task.examples.y[batch])
+    input_ids, attention_mask = tokenizer.pad([examples.ids[i] for i in batch])
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=config.precision == "bf16"):
+        logits = model(
+            input_ids=torch.from_numpy(input_ids), attention_mask=torch.from_numpy(attention_mask)
+        ).logits
+    soft = None if examples.soft is None else torch.from_numpy(examples.soft[batch])
+    y = torch.from_numpy(examples.y[batch])
     loss = batch_loss(logits.float(), y, soft, loss_fn, config.distil_weight)
     loss.backward()
-    parameters = [*model.parameters(), *(task.head.parameters() if task.head is not None else ())]
-    torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     return float(loss.item())
 
 

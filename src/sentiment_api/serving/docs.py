@@ -1,0 +1,71 @@
+"""The OpenAPI document, Swagger UI served from local files, and the ``/ui`` page.
+
+``/docs`` loads Swagger UI from the ``swagger-ui-bundle-v2`` package (a serve dependency), so it works
+without internet access; ReDoc, which would need a CDN, is off.
+"""
+
+from __future__ import annotations
+
+from importlib.resources import files
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+from starlette.responses import HTMLResponse
+
+from sentiment_api.serving.schemas import BatchPredictResponse, PredictResponse
+
+ASSETS = "/docs/assets"
+
+
+def install_openapi(app: FastAPI, request_models: tuple[type[BaseModel], ...]) -> None:
+    """Complete the generated document with the models ``/predict`` validates by hand."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title, version=app.version, description=app.description, routes=app.routes
+            )
+            models: list[tuple[type[BaseModel], JsonSchemaMode]] = [(m, "validation") for m in request_models]
+            models += [(m, "serialization") for m in (PredictResponse, BatchPredictResponse)]
+            _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
+            schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def install_docs(app: FastAPI) -> bool:
+    """Serve Swagger UI at ``/docs`` from local assets; False if the assets are not installed."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:
+        return False
+    app.mount(ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+
+    async def swagger() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=app.openapi_url or "/openapi.json",
+            title=f"{app.title} API",
+            swagger_js_url=f"{ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{ASSETS}/favicon-32x32.png",
+        )
+
+    app.add_api_route("/docs", swagger, include_in_schema=False)
+    return True
+
+
+def install_ui(app: FastAPI) -> None:
+    """Serve the one-file page at ``/ui``: type a tweet, see the label scores as bars."""
+    page = (files("sentiment_api.serving") / "static" / "ui.html").read_text(encoding="utf-8")
+
+    async def ui() -> HTMLResponse:
+        return HTMLResponse(page)
+
+    app.add_api_route("/ui", ui, include_in_schema=False)

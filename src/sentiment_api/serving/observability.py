@@ -1,0 +1,328 @@
+"""Prometheus metrics, one JSON log line per request, request ids and timing headers.
+
+Metrics live in a registry made per app, so several apps in one process (tests) never collide. With
+several worker processes, ``PROMETHEUS_MULTIPROC_DIR`` is set before any worker starts and
+``/metrics`` merges every worker's files, so counts are the service's, not one process's.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.metrics_core import Metric
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from sentiment_api.serving.batching import BatchStats
+from sentiment_api.serving.errors import error_response
+from sentiment_api.serving.tracing import Tracing
+
+access_log = logging.getLogger("sentiment_api.access")
+log = logging.getLogger("sentiment_api.serving")
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+_CLIENT_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+class Metrics:
+    """Every metric the service exports, registered in ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        r = registry
+        self.requests = Counter(
+            "sentiment_requests", "HTTP requests by route and status.", ["route", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "sentiment_request_seconds", "Request latency.", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+        )
+        self.in_flight = Gauge(
+            "sentiment_in_flight_requests", "Requests being served.", registry=r, multiprocess_mode="livesum"
+        )
+        self.queue_depth = Gauge(
+            "sentiment_queue_depth", "Texts waiting for inference.", registry=r, multiprocess_mode="livesum"
+        )
+        self.streams = Gauge(
+            "sentiment_inference_streams",
+            "Inference streams (batches that can run at once).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.streams_busy = Gauge(
+            "sentiment_inference_streams_busy",
+            "Inference streams running a batch now: busy / streams is the model's saturation.",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.queue_wait = Histogram(
+            "sentiment_queue_wait_seconds",
+            "Time a request waited for its batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.inference = Histogram(
+            "sentiment_inference_seconds",
+            "Model time per inference call.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_size = Histogram(
+            "sentiment_batch_size",
+            "Texts per inference call.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
+            registry=r,
+        )
+        self.tokens = Histogram(
+            "sentiment_input_tokens", "Tokens per text.", buckets=(8, 16, 32, 64, 128, 256, 512), registry=r
+        )
+        self.truncated = Counter("sentiment_truncated_texts", "Texts cut to the model's length.", registry=r)
+        self.predictions = Counter("sentiment_predictions", "Predicted labels.", ["label"], registry=r)
+        self.scores = Histogram(
+            "sentiment_prediction_score",
+            "Probability of the predicted label.",
+            ["label"],
+            buckets=(0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
+            registry=r,
+        )
+        self.model = Gauge(
+            "sentiment_model_info",
+            "The served model.",
+            ["model_version", "variant"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+
+        self.auth_failures = Counter(
+            "sentiment_auth_failures",
+            "Requests refused for a missing or unknown API key.",
+            ["reason"],
+            registry=r,
+        )
+        self.throttled = Counter(
+            "sentiment_throttled_requests",
+            "Requests refused with 429 by a per-client limit: the request rate, or too many failed "
+            "authentications from the address.",
+            ["limit"],
+            registry=r,
+        )
+        self.shed = Counter(
+            "sentiment_shed_requests",
+            "Requests shed under load: refused with 429 because the inference queue was full (by texts or "
+            "by expected wait), or answered 503 after waiting past queue_timeout_ms or the deadline.",
+            registry=r,
+        )
+        self.dropped_connections = Counter(
+            "sentiment_dropped_connections",
+            "Connections closed by the server before a request was served: too slow (read timeout), "
+            "headers too large, or over the connection limit (max_connections).",
+            ["reason"],
+            registry=r,
+        )
+        self.training_share = Gauge(
+            "sentiment_training_label_share",
+            "Share of each label in the served model's training split (from its card): the baseline "
+            "the prediction-drift alert compares live label shares with.",
+            ["label"],
+            registry=r,
+            multiprocess_mode="max",
+        )
+
+    def record_batch(self, stats: BatchStats) -> None:
+        """Called by the batcher after every inference call."""
+        self.inference.observe(stats.seconds)
+        self.batch_size.observe(stats.texts)
+
+    def record_texts(
+        self, tokens: Iterable[int], truncated: Iterable[bool], labels: Iterable[str], scores: Iterable[float]
+    ) -> None:
+        """Per-text figures of one request."""
+        for count in tokens:
+            self.tokens.observe(count)
+        self.truncated.inc(sum(truncated))
+        for label, score in zip(labels, scores, strict=True):
+            self.predictions.labels(label).inc()
+            self.scores.labels(label).observe(score)
+
+    def exposition(self) -> bytes:
+        """The text format: all workers' values in multiprocess mode, else this registry's."""
+        return generate_latest(merged_registry() if os.environ.get(MULTIPROC_ENV) else self.registry)
+
+    def close(self) -> None:
+        """Drop this process's live gauges from the merged view when it exits."""
+        if os.environ.get(MULTIPROC_ENV):
+            multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class _LiveWorkers:
+    """Every worker's values from the multiprocess directory, minus the live gauges of dead ones."""
+
+    def __init__(self) -> None:
+        self._merged = multiprocess.MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+
+    def collect(self) -> Iterable[Metric]:
+        forget_dead_processes()
+        return self._merged.collect()  # type: ignore[no-untyped-call,no-any-return]
+
+
+def start_metrics_server(host: str, port: int, registry: CollectorRegistry) -> Callable[[], None]:
+    """Serve ``registry`` in the Prometheus text format on ``host:port`` from a thread; returns the
+    function that stops it."""
+    from prometheus_client import start_http_server
+
+    server, thread = start_http_server(port, addr=host, registry=registry)
+    log.info("metrics on http://%s:%d/metrics", host, port)
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(5)
+
+    return stop
+
+
+def merged_registry() -> CollectorRegistry:
+    """A registry holding every worker's metrics (``PROMETHEUS_MULTIPROC_DIR`` must be set)."""
+    registry = CollectorRegistry()
+    registry.register(_LiveWorkers())
+    return registry
+
+
+def forget_dead_processes() -> list[int]:
+    """Drop the live gauges of worker processes that died without :meth:`Metrics.close` (SIGKILL, out
+    of memory), so a replaced worker's in-flight requests and streams are not counted twice. Their
+    counters and histograms stay: those still add up. Returns the pids forgotten."""
+    directory = os.environ.get(MULTIPROC_ENV)
+    if not directory:
+        return []
+    dead = []
+    for path in Path(directory).glob("gauge_live*_*.db"):
+        pid = int(path.stem.rsplit("_", 1)[1])
+        if pid != os.getpid() and not _alive(pid):
+            dead.append(pid)
+    for pid in set(dead):
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return sorted(set(dead))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message, and the record's ``fields``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        payload: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            "pid": record.process,  # which worker process, when there are several
+        }
+        payload.update(getattr(record, "fields", {}))
+        if record.exc_info:
+            payload["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(payload, default=str).decode()
+
+
+def logging_config(level: str) -> dict[str, Any]:
+    """A ``logging.config.dictConfig`` for uvicorn: JSON lines on stderr for ours and uvicorn's loggers."""
+    handler = {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}
+    loggers = {
+        name: {"handlers": ["json"], "level": level.upper(), "propagate": False}
+        for name in ("sentiment_api", "uvicorn", "uvicorn.error")
+    }
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"json": {"()": f"{__name__}.JsonFormatter"}},
+        "handlers": {"json": handler},
+        "loggers": loggers,
+    }
+
+
+class RequestLogMiddleware:
+    """Request id, in-flight gauge, request counter and latency, one log line, optional trace span."""
+
+    def __init__(
+        self, app: ASGIApp, metrics: Metrics, routes: set[str], tracing: Tracing | None = None
+    ) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = routes
+        self.tracing = tracing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.monotonic()
+        request_id = _request_id(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
+        state["arrived"] = started
+        route = scope["path"] if scope["path"] in self.routes else "other"
+        status = 0
+        header = (b"x-request-id", request_id.encode())
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", []), header]
+            await send(message)
+
+        self.metrics.in_flight.inc()
+        span = self.tracing.span(f"{scope['method']} {route}") if self.tracing else contextlib.nullcontext()
+        try:
+            with span as active:
+                try:
+                    await self.app(scope, receive, send_with_id)
+                except Exception as error:  # a bug, not bad input: log it here, answer a bare 500
+                    log.error("request %s failed", request_id, exc_info=error)
+                    if status:
+                        raise  # the answer had begun; the server can only drop the connection
+                    await error_response(error, request_id)(scope, receive, send_with_id)
+                if active is not None:
+                    active.set_attributes({"http.response.status_code": status, **state.get("log", {})})
+        finally:
+            seconds = time.monotonic() - started
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(route, str(status)).inc()
+            self.metrics.latency.labels(route).observe(seconds)
+            fields = {
+                "request_id": request_id,
+                "method": scope["method"],
+                "route": route,
+                "status": status,
+                "latency_ms": round(seconds * 1000, 3),
+                **state.get("log", {}),
+            }
+            access_log.info("request", extra={"fields": fields})
+
+
+def _request_id(scope: Scope) -> str:
+    """The client's ``X-Request-ID`` when it is a sane token, else a new random one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text = str(value.decode("latin-1"))
+            if _CLIENT_REQUEST_ID.fullmatch(text):
+                return text
+            break
+    return uuid.uuid4().hex

@@ -1,0 +1,360 @@
+"""Stratified k-fold cross-validation of a training recipe, and logit offsets tuned on its predictions.
+
+Recipes are compared here rather than on one small validation split. The folds cover the rows of
+the train and validation splits; the test split is left out, so that it can still be measured once,
+at the end. Each fold trains exactly as ``train`` does (the same cleaning; epoch chosen on an inner
+validation share of the fold's training rows; a first stage on corpora trained once and reused by
+every fold) and predicts its held-out rows. Those out-of-fold probabilities give the scores, and are
+what per-label logit offsets are tuned on, with a nested loop so that the offsets' own scores are
+honest too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, Field
+
+from sentiment_api.core.errors import ConfigError
+from sentiment_api.core.extras import require
+from sentiment_api.core.files import write_text_atomic
+from sentiment_api.core.metrics import HEADLINE, Scores, score_probabilities
+from sentiment_api.core.plots import pyplot, save_png
+from sentiment_api.core.recipe import TrainingConfig
+from sentiment_api.core.records import DataSpec
+from sentiment_api.data.tweets import LABEL, TEXT, load_splits
+from sentiment_api.training.fitting import fine_tune
+from sentiment_api.training.stages import prepare_start
+
+OFFSET_GRID = np.round(np.arange(-3.0, 3.01, 0.1), 2)
+
+
+class Spread(BaseModel):
+    """Mean and standard deviation of one figure over folds (or seeds)."""
+
+    mean: float
+    sd: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Spread:
+        """The spread of ``values``."""
+        sd = statistics.stdev(values) if len(values) > 1 else 0.0
+        return cls(mean=round(statistics.mean(values), 4), sd=round(sd, 4), low=min(values), high=max(values))
+
+    def __str__(self) -> str:
+        return f"{self.mean:.3f} ± {self.sd:.3f}"
+
+
+class FoldResult(BaseModel):
+    """One fold: its held-out scores, the epoch chosen, the time it took."""
+
+    fold: int
+    scores: Scores
+    best_epoch: int
+    seconds: float
+
+
+class OffsetResult(BaseModel):
+    """Logit offsets tuned on out-of-fold probabilities, and what they gave."""
+
+    criterion: str
+    offsets: dict[str, float] = Field(description="Tuned on every fold's predictions: the ones to use.")
+    nested: dict[str, Spread] = Field(
+        description="Scores per fold with offsets tuned on the other folds only (an honest estimate)."
+    )
+
+
+class CrossValidation(BaseModel):
+    """Every fold's scores and their spread."""
+
+    data_file: str
+    rows: int
+    folds: int
+    seed: int
+    recipe: TrainingConfig
+    results: list[FoldResult]
+    summary: dict[str, Spread]
+    recall: dict[str, Spread] = Field(description="Per-label recall over folds.")
+    offsets: OffsetResult | None = None
+    minutes: float = 0.0
+
+
+def cross_validate(
+    data_path: Path,
+    out_dir: Path,
+    config: TrainingConfig | None = None,
+    spec: DataSpec | None = None,
+    *,
+    folds: int = 5,
+    seed: int = 0,
+    tune_criterion: str | None = "f1_and_balanced",
+    stage_dir: Path | None = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> CrossValidation:
+    """Train and score ``config`` on ``folds`` stratified folds of the non-test rows of ``data_path``.
+
+    Writes into ``out_dir`` as it goes: ``folds.jsonl`` and ``oof.csv`` (so an interrupted run
+    resumes at the next fold), then ``crossval.json``, ``crossval.md`` and ``crossval.png``.
+    """
+    require("pandas")
+    import pandas as pd
+
+    config = config or TrainingConfig()
+    if config.teachers:
+        raise ConfigError(
+            "crossval with --teacher: a teacher trained on this data has seen every fold's held-out rows, "
+            "so the scores would flatter the student; cross-validate without --teacher"
+        )
+    spec = spec or DataSpec()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    data, splits = load_splits(data_path, spec)
+    labels = data.labels
+    pool = pd.concat([splits.train, splits.validation], ignore_index=True)
+    done = _finished_folds(out_dir, config, folds, seed)
+    start = None  # the first stage is the same for every fold: prepared once, when a fold needs it
+    for split in fold_splits(pool, folds, seed):
+        fold, held_rows = split.fold, split.held_rows
+        if fold in done:
+            log(f"fold {fold}/{folds}: done before, {done[fold].scores.headline()}")
+            continue
+        started = time.perf_counter()
+        log(f"fold {fold}/{folds}: {split}")
+        if start is None:
+            start = prepare_start(config, labels, spec.normaliser, stage_dir, progress=progress, log=log)
+        trained = fine_tune(
+            split.fit, split.inner, labels, start.config, spec.normaliser, progress=progress, log=log
+        )
+        held = split.held
+        probabilities, _ = trained.classifier.probabilities(held[TEXT].tolist(), config.eval_batch_size)
+        scores = score_probabilities(held[LABEL].tolist(), probabilities, labels)
+        result = FoldResult(
+            fold=fold, scores=scores, best_epoch=trained.fitted.best_epoch,
+            seconds=round(time.perf_counter() - started, 1),
+        )  # fmt: skip
+        _append_fold(out_dir, result, config, folds, seed, held, held_rows, probabilities, labels)
+        done[fold] = result
+        log(f"fold {fold}/{folds}: {scores.headline()} ({result.seconds / 60:.1f} min)")
+    results = [done[fold] for fold in sorted(done)]
+    oof = pd.read_csv(out_dir / "oof.csv")
+    outcome = CrossValidation(
+        data_file=Path(data_path).name,
+        rows=len(pool),
+        folds=folds,
+        seed=seed,
+        recipe=config,
+        results=results,
+        summary={name: Spread.of([getattr(r.scores, name) for r in results]) for name in HEADLINE},
+        recall={label: Spread.of([r.scores.per_class[label].recall for r in results]) for label in labels},
+        offsets=tune_offsets_nested(oof, labels, tune_criterion) if tune_criterion else None,
+        minutes=round(sum(r.seconds for r in results) / 60, 1),
+    )
+    write_text_atomic(out_dir / "crossval.json", outcome.model_dump_json(indent=2) + "\n")
+    write_text_atomic(out_dir / "crossval.md", format_crossval(outcome) + "\n")
+    plot_crossval(outcome, out_dir / "crossval.png")
+    return outcome
+
+
+@dataclass
+class FoldSplit:
+    """One fold's rows: trained on (``fit``), choosing the epoch (``inner``), scored (``held``)."""
+
+    fold: int
+    fit: Any
+    inner: Any
+    held: Any
+    held_rows: np.ndarray
+
+    def __str__(self) -> str:
+        return f"training on {len(self.fit)}, choosing on {len(self.inner)}, scoring {len(self.held)}"
+
+
+def fold_splits(pool: Any, folds: int, seed: int) -> Iterator[FoldSplit]:
+    """Stratified folds of ``pool``; each fold's training rows lose a stratified ninth to choose
+    the epoch on. The same ``seed`` gives the same folds, whatever the recipe."""
+    require("sklearn.model_selection")
+    from sklearn.model_selection import StratifiedKFold, train_test_split
+
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for fold, (fit_rows, held_rows) in enumerate(splitter.split(pool, pool[LABEL]), start=1):
+        fit_part, inner = train_test_split(
+            pool.iloc[fit_rows], test_size=1 / 9, random_state=seed, stratify=pool.iloc[fit_rows][LABEL]
+        )
+        fit_part, inner = fit_part.reset_index(drop=True), inner.reset_index(drop=True)
+        yield FoldSplit(fold, fit_part, inner, pool.iloc[held_rows], held_rows)
+
+
+def _finished_folds(out_dir: Path, config: TrainingConfig, folds: int, seed: int) -> dict[int, FoldResult]:
+    """Folds already in ``folds.jsonl`` for this very recipe and split; another recipe starts over."""
+    log_file = out_dir / "folds.jsonl"
+    if not log_file.is_file():
+        return {}
+    done: dict[int, FoldResult] = {}
+    identity = _identity(config, folds, seed)
+    for line in log_file.read_text().splitlines():
+        entry = json.loads(line)
+        if entry["identity"] == identity:
+            done[entry["result"]["fold"]] = FoldResult.model_validate(entry["result"])
+    if not done:
+        log_file.unlink()
+        (out_dir / "oof.csv").unlink(missing_ok=True)
+    return done
+
+
+def _identity(config: TrainingConfig, folds: int, seed: int) -> dict[str, Any]:
+    return {"recipe": config.model_dump(mode="json", exclude={"threads", "eval_batch_size"}), "folds": folds,
+            "seed": seed}  # fmt: skip
+
+
+def _append_fold(
+    out_dir: Path,
+    result: FoldResult,
+    config: TrainingConfig,
+    folds: int,
+    seed: int,
+    held: Any,
+    held_rows: np.ndarray,
+    probabilities: np.ndarray,
+    labels: list[str],
+) -> None:
+    """Add one fold's held-out probabilities to ``oof.csv`` and its result to ``folds.jsonl``."""
+    rows = held[[TEXT, LABEL]].copy()
+    rows.insert(0, "index", held_rows)
+    rows.insert(1, "fold", result.fold)
+    for j, label in enumerate(labels):
+        rows[f"p_{label}"] = probabilities[:, j]
+    oof_file = out_dir / "oof.csv"
+    rows.to_csv(oof_file, mode="a", header=not oof_file.exists(), index=False)
+    entry = {"identity": _identity(config, folds, seed), "result": result.model_dump(mode="json")}
+    with (out_dir / "folds.jsonl").open("a") as handle:
+        handle.write(json.dumps(entry) + "\n")
+
+
+def best_offsets(
+    log_probabilities: np.ndarray, truth: Sequence[str], labels: list[str], criterion: str
+) -> dict[str, float]:
+    """The per-label logit offsets (the commonest label's fixed at 0) that maximise ``criterion``
+    on these rows, searched on a grid; ties go to the smallest change."""
+    anchor = int(np.argmax([list(truth).count(label) for label in labels]))
+    free = [j for j in range(len(labels)) if j != anchor]
+    best: tuple[float, float, tuple[float, ...]] = (-1.0, 0.0, tuple(0.0 for _ in free))
+    truth_ids = np.array([labels.index(label) for label in truth])
+    for values in itertools.product(OFFSET_GRID, repeat=len(free)):
+        shift = np.zeros(len(labels))
+        shift[free] = values
+        predicted = np.argmax(log_probabilities + shift, axis=1)
+        score = _fast_criterion(truth_ids, predicted, len(labels), criterion)
+        candidate = (score, -float(np.abs(values).sum()), tuple(float(v) for v in values))
+        if candidate[:2] > best[:2]:
+            best = candidate
+    offsets = dict.fromkeys(labels, 0.0)
+    for j, value in zip(free, best[2], strict=True):
+        offsets[labels[j]] = round(value, 2)
+    return offsets
+
+
+def _fast_criterion(truth: np.ndarray, predicted: np.ndarray, k: int, criterion: str) -> float:
+    """The criterion from a confusion matrix (sklearn per call is too slow for a grid)."""
+    from sentiment_api.training.loop import combine
+
+    matrix = np.bincount(truth * k + predicted, minlength=k * k).reshape(k, k).astype(float)
+    true_positive = np.diag(matrix)
+    recall = true_positive / np.maximum(matrix.sum(axis=1), 1)
+    precision = true_positive / np.maximum(matrix.sum(axis=0), 1)
+    f1 = np.where(precision + recall > 0, 2 * precision * recall / np.maximum(precision + recall, 1e-12), 0)
+    accuracy = float(true_positive.sum() / max(matrix.sum(), 1))
+    return combine(accuracy, float(recall.mean()), float(f1.mean()), criterion)
+
+
+def tune_offsets_nested(oof: Any, labels: list[str], criterion: str) -> OffsetResult:
+    """Offsets tuned on all out-of-fold rows, and scored fold by fold with offsets tuned on the rest."""
+    log_probabilities = np.log(np.clip(oof[[f"p_{label}" for label in labels]].to_numpy(), 1e-12, 1.0))
+    truth = oof[LABEL].tolist()
+    per_fold: list[Scores] = []
+    for fold in sorted(oof["fold"].unique()):
+        inside = (oof["fold"] == fold).to_numpy()
+        offsets = best_offsets(log_probabilities[~inside], oof[LABEL][~inside].tolist(), labels, criterion)
+        shift = np.array([offsets[label] for label in labels])
+        per_fold.append(
+            score_probabilities(oof[LABEL][inside].tolist(), log_probabilities[inside] + shift, labels)
+        )
+    return OffsetResult(
+        criterion=criterion,
+        offsets=best_offsets(log_probabilities, truth, labels, criterion),
+        nested={name: Spread.of([getattr(s, name) for s in per_fold]) for name in HEADLINE},
+    )
+
+
+def format_crossval(result: CrossValidation) -> str:
+    """Markdown: one row per fold, the mean ± sd, per-label recall, and the tuned offsets."""
+    lines = [
+        f"{result.folds}-fold cross-validation (seed {result.seed}) on {result.rows} rows of "
+        f"{result.data_file} (train + validation; test left out), {result.minutes} min",
+        "",
+        "| fold | accuracy | balanced accuracy | macro-F1 | best epoch | minutes |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in result.results:
+        s = r.scores
+        lines.append(
+            f"| {r.fold} | {s.accuracy:.4f} | {s.balanced_accuracy:.4f} | {s.macro_f1:.4f} | "
+            f"{r.best_epoch} | {r.seconds / 60:.1f} |"
+        )
+    summary = result.summary
+    lines.append(
+        f"| **mean ± sd** | {summary['accuracy']} | {summary['balanced_accuracy']} | "
+        f"{summary['macro_f1']} | | |"
+    )
+    lines += [
+        "",
+        "recall per label: " + "; ".join(f"{label} {spread}" for label, spread in result.recall.items()),
+    ]
+    if result.offsets is not None:
+        nested = result.offsets.nested
+        lines += [
+            "",
+            f"logit offsets tuned for {result.offsets.criterion}: {result.offsets.offsets}; nested estimate "
+            f"accuracy {nested['accuracy']}, balanced accuracy {nested['balanced_accuracy']}, "
+            f"macro-F1 {nested['macro_f1']}",
+        ]
+    return "\n".join(lines)
+
+
+def plot_crossval(result: CrossValidation, path: Path) -> Path:
+    """Each fold's headline scores and per-label recall as dots, the mean as a bar, in a PNG."""
+    plt = pyplot()
+
+    figure, (headline, recall) = plt.subplots(1, 2, figsize=(11, 4), dpi=120)
+
+    def headline_value(fold: FoldResult, name: str) -> float:
+        return float(getattr(fold.scores, name))
+
+    def recall_value(fold: FoldResult, label: str) -> float:
+        return fold.scores.per_class[label].recall
+
+    panels = ((headline, list(HEADLINE), headline_value), (recall, list(result.recall), recall_value))
+    for axes, names, value in panels:
+        for x, name in enumerate(names):
+            values = [value(r, name) for r in result.results]
+            axes.bar(x, statistics.mean(values), 0.6, color="tab:blue", alpha=0.3)
+            axes.scatter([x] * len(values), values, color="tab:blue", zorder=3, s=14)
+        short = [name.replace(" toward brand or product", "").replace("_", " ") for name in names]
+        axes.set_xticks(range(len(names)), short, rotation=12)
+        axes.set_ylim(0, 1)
+    headline.set_title("per fold (dots) and mean (bar)")
+    recall.set_title("recall per label")
+    figure.suptitle(
+        f"{result.folds}-fold cross-validation, {result.rows} rows of {result.data_file}", fontsize=10
+    )
+    return save_png(figure, path)

@@ -1,0 +1,21 @@
+"""Fixtures for the server tests: the tiny ONNX package and a live server process."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from live_server import LiveServer
+
+
+@pytest.fixture(scope="module")
+def live_server(onnx_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One real server process for the module, with limits small enough for fuzzing to be quick."""
+    log = tmp_path_factory.mktemp("live") / "server.log"
+    server = LiveServer(onnx_package, log, SENTIMENT_MAX_TEXT_CHARS="280", SENTIMENT_MAX_BATCH_TEXTS="16")
+    try:
+        yield server.wait_ready()
+    finally:
+        server.stop()

@@ -1,0 +1,166 @@
+"""The real server as a process on loopback: contract over TCP, log lines, schemathesis, the page."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from live_server import wait_until
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_live_server_answers_the_contract_and_logs_one_json_line(live_server) -> None:
+    response = httpx.post(
+        f"{live_server.url}/predict", json={"text": "I love my #iPad"}, headers={"X-Request-ID": "live-1"}
+    )
+
+    assert response.status_code == 200
+    assert list(response.json()) == ["sentiment", "inference_time", "model_version", "truncated"]
+    assert response.headers["X-Request-ID"] == "live-1"
+    wait_until(lambda: any('"live-1"' in line for line in live_server.log_lines()), timeout=5)
+    lines = [json.loads(line) for line in live_server.log_lines() if line.startswith("{")]
+    (logged,) = [line for line in lines if line.get("request_id") == "live-1"]
+    assert logged["route"] == "/predict" and logged["status"] == 200
+    assert logged["batch_size"] >= 1 and logged["inference_ms"] > 0
+    assert "I love my" not in json.dumps(lines)
+    assert all(not line.startswith("INFO:") for line in live_server.log_lines())  # uvicorn's too are JSON
+
+
+def test_schemathesis_finds_nothing_against_the_live_server(live_server, tmp_path) -> None:
+    schemathesis = shutil.which("schemathesis") or str(Path(sys.executable).with_name("schemathesis"))
+    if not Path(schemathesis).exists():
+        pytest.skip("schemathesis is not installed (it is in the dev extra)")
+    result = subprocess.run(
+        [schemathesis, "run", f"{live_server.url}/openapi.json", "--checks", "all", "--max-examples", "60",
+         "--workers", "1", "--seed", "1", "--suppress-health-check", "all"],
+        capture_output=True, text=True, timeout=180, cwd=tmp_path,
+    )  # fmt: skip
+
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
+    assert "No issues found" in result.stdout
+    assert httpx.get(f"{live_server.url}/readyz").status_code == 200
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright; the test is skipped, saying why, when either is missing."""
+    if not CHROMIUM.exists():
+        reason = f"Debian chromium not found at {CHROMIUM} (apt-get install -y chromium)"
+        print(reason)
+        pytest.skip(reason)
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def open_page(browser, live_server):
+    """A new page, and the list of requests it sends anywhere but the server."""
+    page = browser.new_page()
+    elsewhere: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(live_server.url) else elsewhere.append(r.url))
+    return page, elsewhere
+
+
+def test_ui_page_shows_label_scores_as_bars_in_headless_chromium(browser, live_server, tmp_path) -> None:
+    page, elsewhere = open_page(browser, live_server)
+    screenshot = tmp_path / "ui.png"
+
+    page.goto(f"{live_server.url}/ui")
+    page.fill("#text", "I love my new iPad, best launch at #sxsw!")
+    page.click("#go")
+    page.wait_for_selector("#result .row")
+    page.wait_for_function("document.querySelector('#result .bar').style.width !== ''")
+    rows = page.locator("#result .row")
+    labels = [rows.nth(i).get_attribute("data-label") for i in range(rows.count())]
+    scores = page.locator("#result .score").all_inner_texts()
+    page.screenshot(path=str(screenshot), full_page=True)
+
+    assert sorted(labels) == ["Negative emotion", "No emotion toward brand or product", "Positive emotion"]
+    assert all(score.endswith("%") for score in scores)
+    assert elsewhere == []
+    assert screenshot.stat().st_size > 1000
+    print(f"screenshot: {screenshot}")
+
+
+def test_ui_page_shows_the_reason_for_bad_input(browser, live_server) -> None:
+    page, _ = open_page(browser, live_server)
+
+    page.goto(f"{live_server.url}/ui")
+    page.fill("#text", "   ")
+    page.click("#go")
+    page.wait_for_function("document.querySelector('#error').textContent !== ''")
+
+    assert "whitespace" in page.inner_text("#error")
+
+
+def test_docs_render_offline_in_headless_chromium(browser, live_server, tmp_path) -> None:
+    page, elsewhere = open_page(browser, live_server)
+
+    page.goto(f"{live_server.url}/docs")
+    page.wait_for_selector("#operations-default-predict_predict_post, .opblock", timeout=15_000)
+    page.screenshot(path=str(tmp_path / "docs.png"))
+
+    assert page.locator(".opblock").count() >= 6
+    assert elsewhere == []
+
+
+def test_serve_with_a_missing_model_exits_1_with_one_line(tmp_path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sentiment_api", "serve", "--model", str(tmp_path / "nothing")],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert result.stderr.startswith("error: ") and "not a model directory" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_refuses_unsafe_settings(tmp_path, onnx_package) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "sentiment_api", "serve", "--model", str(onnx_package)],
+        capture_output=True, text=True, timeout=60, env={**os.environ, "SENTIMENT_API_KEYS": "short"},
+    )  # fmt: skip
+
+    assert result.returncode == 1
+    assert "SENTIMENT_API_KEYS" in result.stderr and "16 characters" in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_with_its_metrics_port_taken_exits_1_with_one_line(onnx_package, workers) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [sys.executable, "-m", "sentiment_api", "serve", "--model", str(onnx_package), "--port", "9",
+             "--metrics-port", str(port), "--workers", workers],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in result.stderr
+    assert "SENTIMENT_METRICS_PORT" in result.stderr
