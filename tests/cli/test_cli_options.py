@@ -19,7 +19,7 @@ from sentiment_api.data.corpora import CorpusOptions
 
 # The option names the README, the Makefile and scripts use, where they are not the field's name
 DATA_NAMES = {"labels": "--label", "drop_labels": "--drop-label", "seed": "--split-seed"}
-RECIPE_NAMES = {"teachers": "--teacher"}
+RECIPE_NAMES = {"teachers": "--teacher", "distil_corpora": "--distil-corpus"}
 # (command, model, renamed fields, fields without an option)
 COMMANDS = [
     (["train"], TrainingConfig, RECIPE_NAMES, ("corpora",)),

@@ -80,7 +80,10 @@ def data_split(
 
 # the recipe's options, shared by `train` and `crossval`; corpora come from the --corpus options
 recipe_options = model_options(
-    TrainingConfig, into="config", exclude=("corpora",), rename={"teachers": "teacher"}
+    TrainingConfig,
+    into="config",
+    exclude=("corpora",),
+    rename={"teachers": "teacher", "distil_corpora": "distil_corpus"},
 )
 corpus_options = model_options(CorpusOptions, into="corpora")
 StageDir = Annotated[
@@ -105,6 +108,12 @@ def train(
     corpora: CorpusOptions,
     stage_dir: StageDir = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Go on from the checkpoint an interrupted run left in OUT.partial.")
+    ] = False,
+    checkpoint_every: Annotated[
+        int, typer.Option(min=1, help="Steps between checkpoints (one is also saved after each epoch).")
+    ] = 200,
     progress: Progress = True,
     spec: DataSpec,
 ) -> None:
@@ -118,8 +127,9 @@ def train(
 
     config = config.model_copy(update={"corpora": corpora.specs()})
     card = run_training(
-        data, out, config, spec, stage_dir=stage_dir, progress=progress, overwrite=overwrite, log=_stderr
-    )
+        data, out, config, spec, stage_dir=stage_dir, progress=progress, overwrite=overwrite,
+        resume=resume, checkpoint_every=checkpoint_every, log=_stderr,
+    )  # fmt: skip
     for split in ("validation", "test"):
         typer.echo(format_report(card.metrics[split], f"{split}:"))
     for record in card.corpora:

@@ -6,6 +6,7 @@ importing torch.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -75,6 +76,15 @@ class TrainingConfig(BaseModel):
         le=1,
         description="With teachers: the share of the loss that is the KL divergence to their "
         "probabilities; the rest is the class-weighted cross-entropy with the labels.",
+    )
+    distil_corpora: list[Path] = Field(
+        default_factory=list,
+        description="Files of extra tweets (a text column) that the teachers label: their mean "
+        "probabilities become each tweet's soft target and their best label its hard one, beside the "
+        "target's rows (cached by teacher and file, so a second run reads them). Needs teachers.",
+    )
+    distil_corpus_rows: int | None = Field(
+        None, ge=1, description="With distil corpora: use at most this many of their tweets, drawn by seed."
     )
     logit_offsets: dict[str, float] = Field(
         default_factory=dict,

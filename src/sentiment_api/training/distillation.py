@@ -7,6 +7,7 @@ the loop then learns from both (``TrainingConfig.distil_weight``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,15 +46,10 @@ def soft_targets(frame: pd.DataFrame, labels: list[str]) -> np.ndarray | None:
     return np.asarray(values / totals)
 
 
-def teacher_probabilities(
-    teachers: list[str], texts: list[str], labels: list[str], batch_size: int
-) -> np.ndarray:
-    """The mean of the teachers' probabilities on normalised ``texts``, columns in ``labels`` order.
-
-    A teacher must know every target label (its card's label names); it may run on ONNX Runtime
-    (a package) or PyTorch (a checkpoint).
-    """
-    total = np.zeros((len(texts), len(labels)), dtype=np.float64)
+def load_teachers(teachers: Sequence[str], labels: list[str]) -> list[Classifier]:
+    """The teachers, loaded; each must know every target label (its card's label names). A teacher
+    may run on ONNX Runtime (a package) or PyTorch (a checkpoint)."""
+    loaded = []
     for teacher in teachers:
         classifier = Classifier.load(Path(teacher))
         missing = [label for label in labels if label not in classifier.labels]
@@ -62,9 +58,22 @@ def teacher_probabilities(
                 f"teacher {teacher}: has no label(s) {missing} (it knows {classifier.labels}); "
                 "distil only from models trained on the same labels"
             )
+        loaded.append(classifier)
+    return loaded
+
+
+def teacher_probabilities(
+    teachers: Sequence[str | Classifier], texts: list[str], labels: list[str], batch_size: int
+) -> np.ndarray:
+    """The mean of the teachers' probabilities on normalised ``texts``, columns in ``labels`` order
+    (teachers given by directory are loaded first: :func:`load_teachers`)."""
+    named = [teacher for teacher in teachers if not isinstance(teacher, Classifier)]
+    loaded = iter(load_teachers(named, labels))
+    total = np.zeros((len(texts), len(labels)), dtype=np.float64)
+    for teacher in teachers:
+        classifier = teacher if isinstance(teacher, Classifier) else next(loaded)
         probabilities, _ = classifier.probabilities(texts, batch_size)
-        columns = [classifier.labels.index(label) for label in labels]
-        total += probabilities[:, columns]
+        total += probabilities[:, [classifier.labels.index(label) for label in labels]]
     return np.asarray(total / len(teachers), dtype=np.float32)
 
 

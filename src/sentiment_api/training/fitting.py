@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -21,10 +21,13 @@ from sentiment_api.core.extras import require
 from sentiment_api.core.metrics import Scores, score_probabilities
 from sentiment_api.core.model_card import AveragedRecord, ModelCard
 from sentiment_api.core.recipe import TrainingConfig
+from sentiment_api.core.records import CorpusRecord
 from sentiment_api.data.tweets import LABEL, TEXT
 from sentiment_api.training.base import StartingPoint, load_base, output_layer
+from sentiment_api.training.checkpoints import Checkpoints
 from sentiment_api.training.distillation import soft_targets, with_teachers
 from sentiment_api.training.loop import Examples, Fitted, average_states, class_weights, fit, selection_score
+from sentiment_api.training.relabelling import relabelled
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,6 +41,7 @@ class Trained:
     classifier: Classifier
     fitted: Fitted
     averaged: AveragedRecord | None
+    distilled: list[CorpusRecord] = field(default_factory=list)
 
 
 def fine_tune(
@@ -49,13 +53,15 @@ def fine_tune(
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    checkpoints: Checkpoints | None = None,
 ) -> Trained:
     """Train a model from ``config.base_model`` on ``train_rows`` (normalised ``text`` and
     ``label``), choosing its epoch (or the average of the last ones) on ``validation_rows``; with
     ``config.teachers``, their probabilities are soft targets beside the labels. Nothing is saved.
 
     ``config.corpora`` must be empty: corpora are learnt in a first stage, which
-    ``stages.prepare_start`` runs first and whose checkpoint it makes the base.
+    ``stages.prepare_start`` runs first and whose checkpoint it makes the base. With
+    ``checkpoints``, the epochs are saved as they go and resumed from there (``loop.fit``).
     """
     if config.corpora:
         raise ConfigError("fine_tune learns from no corpus itself: run stages.prepare_start first")
@@ -70,6 +76,7 @@ def fine_tune(
     if config.teachers and soft_targets(train_rows, labels) is None:
         log(f"distilling from {len(config.teachers)} teacher(s): probabilities of {len(train_rows)} rows")
         train_rows = with_teachers(train_rows, labels, config.teachers, config.eval_batch_size)
+    train_rows, distilled = with_distil_corpora(train_rows, validation_rows, labels, config, normaliser, log)
     _seed(config.seed)  # the start's head and the batches' order do not depend on what ran before
     start = load_base(config, labels, log)
     probe = ModelCard(
@@ -87,13 +94,48 @@ def fine_tune(
         if config.class_weights
         else np.ones(len(labels))
     )
+    if checkpoints is not None:  # the run is its settings (less what only changes speed) and its rows
+        settings = config.model_dump(mode="json", exclude={"threads", "eval_batch_size"})
+        rows = [frame[[TEXT, LABEL]].to_numpy().tolist() for frame in (train_rows, validation_rows)]
+        checkpoints = checkpoints.of_run(settings, labels, normaliser, rows)
     fitted = fit(
-        start.model, start.tokenizer, examples, weights, config, validate, progress=progress, log=log
-    )
+        start.model, start.tokenizer, examples, weights, config, validate,
+        progress=progress, log=log, checkpoints=checkpoints,
+    )  # fmt: skip
     averaged = keep_best_weights(start.model, fitted, config, validate, log)
     fitted.best_state, fitted.recent = None, []  # loaded already
     add_logit_offsets(start.model, labels, config.logit_offsets)
-    return Trained(start, classifier, fitted, averaged)
+    return Trained(start, classifier, fitted, averaged, distilled)
+
+
+def with_distil_corpora(
+    train_rows: pd.DataFrame,
+    validation_rows: pd.DataFrame,
+    labels: list[str],
+    config: TrainingConfig,
+    normaliser: str,
+    log: Callable[[str], None],
+) -> tuple[pd.DataFrame, list[CorpusRecord]]:
+    """The training rows with each distil corpus' tweets, as the teachers label them, added (less
+    the tweets already in the target's rows, so no validation tweet is learnt), and their records."""
+    if not config.distil_corpora:
+        return train_rows, []
+    require("pandas")
+    import pandas as pd
+
+    seen = set(train_rows[TEXT]) | set(validation_rows[TEXT])
+    frames, records = [train_rows], []
+    for path in config.distil_corpora:
+        rows, record = relabelled(
+            path, config.teachers, labels, normaliser, max_rows=config.distil_corpus_rows,
+            seed=config.seed, batch_size=config.eval_batch_size, log=log,
+        )  # fmt: skip
+        rows = rows[~rows[TEXT].isin(seen)]
+        record.rows = len(rows)
+        log(f"distil corpus {path}: {len(rows)} tweets labelled by the teachers")
+        frames.append(rows)
+        records.append(record)
+    return pd.concat(frames, ignore_index=True), records
 
 
 def _set_up_torch(config: TrainingConfig) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,6 +18,7 @@ from sentiment_api.core.metrics import Scores
 from sentiment_api.core.model_card import EpochRecord
 from sentiment_api.core.recipe import TrainingConfig
 from sentiment_api.core.tokenization import TweetTokenizer
+from sentiment_api.training.checkpoints import Checkpoints, random_state, restore_random_state
 
 _LAYER = re.compile(r"\.(?:layer|layers)\.(\d+)\.")
 _NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -124,12 +126,15 @@ def fit(
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    checkpoints: Checkpoints | None = None,
 ) -> Fitted:
     """Train ``model`` for ``config.epochs`` epochs on ``examples``, the loss weighting label i by
     ``weights[i]``; after each epoch, ``validate()`` scores it.
 
     Keeps the weights of the epoch with the best validation score (``config.selection``) and of
-    the last ``config.average_last`` epochs; the model is left with the last epoch's weights.
+    the last ``config.average_last`` epochs; the model is left with the last epoch's weights. With
+    ``checkpoints``, the run is saved every ``checkpoints.every`` steps and after each epoch, and
+    goes on from the saved one when there is one to resume (same result as uninterrupted).
     """
     torch: Any = require("torch")
     transformers: Any = require("transformers")
@@ -147,19 +152,46 @@ def fit(
     )
     rng = np.random.default_rng(config.seed)
     fitted = Fitted(selection=config.selection, steps=steps)
-    bar = tqdm(total=steps, disable=not progress, desc="training", unit="step")
-    for epoch in range(1, config.epochs + 1):
+    run = _Position()
+    saved = checkpoints.load() if checkpoints is not None else None
+    if saved is not None:
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        scheduler.load_state_dict(saved["scheduler"])
+        restore_random_state(rng, saved["random"])
+        fitted, run = saved["fitted"], saved["position"]
+        log(f"resuming at step {run.step}/{steps} (epoch {run.epoch}) from {checkpoints.path}")  # type: ignore[union-attr]
+
+    def save() -> None:
+        if checkpoints is not None:
+            checkpoints.save(
+                {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(), "random": random_state(rng),
+                    "fitted": fitted, "position": run,
+                }
+            )  # fmt: skip
+
+    bar = tqdm(total=steps, initial=run.step, disable=not progress, desc="training", unit="step")
+    pace = _Pace(steps, run.step, log, every=checkpoints.every if checkpoints else 0)
+    while run.epoch <= config.epochs:
+        epoch = run.epoch
+        if run.batches is None:  # a new epoch: its batches drawn now, from where the last left rng
+            run.batches = training_batches(examples.lengths(), config.batch_size, rng)
         model.train()
-        running, count = 0.0, 0
-        for batch in training_batches(examples.lengths(), config.batch_size, rng):
-            running += _step(model, tokenizer, examples, batch, loss_fn, config)
+        while run.batch < len(run.batches):
+            run.running += _step(model, tokenizer, examples, run.batches[run.batch], loss_fn, config)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            count += 1
+            run.batch += 1
+            run.step += 1
             bar.update(1)
-            bar.set_postfix(epoch=epoch, loss=f"{running / count:.4f}")
-        loss = running / max(count, 1)
+            bar.set_postfix(epoch=epoch, loss=f"{run.running / run.batch:.4f}")
+            pace.tick(run.step, epoch)
+            if checkpoints is not None and run.step % checkpoints.every == 0 and run.batch < len(run.batches):
+                save()
+        loss = run.running / max(run.batch, 1)
         model.eval()
         validation = validate()
         record = EpochRecord(epoch=epoch, loss=round(loss, 4), **validation.headline())
@@ -174,8 +206,41 @@ def fit(
         fitted.history.append(record)
         if config.average_last > 1:
             fitted.recent = [*fitted.recent, state][-config.average_last :]
+        run = _Position(epoch=epoch + 1, step=run.step)
+        if epoch < config.epochs:
+            save()
     bar.close()
     return fitted
+
+
+@dataclass
+class _Position:
+    """Where a run is: its epoch, this epoch's batches and how many are done, and the loss so far."""
+
+    epoch: int = 1
+    step: int = 0
+    batches: list[np.ndarray] | None = None
+    batch: int = 0
+    running: float = 0.0
+
+
+class _Pace:
+    """A log line every ``every`` steps (for logs, where the progress bar is not seen): steps/s and
+    the time left, at this run's pace since it (re)started."""
+
+    def __init__(self, total: int, done: int, log: Callable[[str], None], every: int) -> None:
+        self.total, self.first, self.log, self.every = total, done, log, every
+        self.started = time.monotonic()
+
+    def tick(self, step: int, epoch: int) -> None:
+        if not self.every or step % self.every:
+            return
+        rate = (step - self.first) / max(time.monotonic() - self.started, 1e-9)
+        left = (self.total - step) / rate if rate else float("inf")
+        self.log(
+            f"step {step}/{self.total} (epoch {epoch}): {rate:.2f} steps/s, "
+            f"{left / 60:.0f} min left at this pace"
+        )
 
 
 def _step(

@@ -14,6 +14,7 @@ from sentiment_api.core.recipe import TrainingConfig
 from sentiment_api.core.records import DataSpec
 from sentiment_api.data.tweets import PreparedData, Splits, load_splits
 from sentiment_api.training.base import StartingPoint, save_checkpoint
+from sentiment_api.training.checkpoints import Checkpoints
 from sentiment_api.training.fitting import fine_tune, label_shares, score_frame
 from sentiment_api.training.stages import prepare_start
 
@@ -27,6 +28,8 @@ def train(
     stage_dir: Path | None = None,
     progress: bool = True,
     overwrite: bool = False,
+    resume: bool = False,
+    checkpoint_every: int = 200,
     log: Callable[[str], None] = print,
 ) -> ModelCard:
     """Fine-tune, keep the best epoch by validation score, evaluate on test, save a checkpoint.
@@ -34,6 +37,10 @@ def train(
     The checkpoint directory holds the weights, ``config.json``, the tokenizer (``tokenizer.json``)
     and ``model_card.json``. It is written to a temporary directory and renamed at the end. A first
     stage on corpora is kept in ``stage_dir`` and reused by later runs that would repeat it.
+
+    The run (and the first stage's) is checkpointed every ``checkpoint_every`` steps and after each
+    epoch into ``OUTPUT.partial`` beside the output; after an interruption, the same call with
+    ``resume`` goes on from there and ends with the weights an uninterrupted run has.
     """
     config = config or TrainingConfig()
     spec = spec or DataSpec()
@@ -48,10 +55,13 @@ def train(
         f"data: {data.source.name} {splits.sizes()} dropped {data.dropped}; "
         f"labels {data.labels}; base {config.base_model}"
     )
-    start = prepare_start(config, data.labels, spec.normaliser, stage_dir, progress=progress, log=log)
+    checkpoints = Checkpoints(partial_dir(output_dir), checkpoint_every, resume)
+    start = prepare_start(
+        config, data.labels, spec.normaliser, stage_dir, progress=progress, log=log, checkpoints=checkpoints
+    )
     trained = fine_tune(
         splits.train, splits.validation, data.labels, start.config, spec.normaliser,
-        progress=progress, log=log,
+        progress=progress, log=log, checkpoints=checkpoints,
     )  # fmt: skip
     card = describe(trained.start, data, splits, spec, config)
     card.metrics = {
@@ -62,6 +72,7 @@ def train(
     for record in card.corpora:
         assert record.metrics is not None
         log(f"{record.name} validation: macro-recall {record.metrics.balanced_accuracy:.4f}")
+    card.corpora += trained.distilled
     card.training = TrainingRecord(
         best_epoch=trained.fitted.best_epoch,
         selection=config.selection,
@@ -71,7 +82,13 @@ def train(
         steps=trained.fitted.steps,
     )
     save_checkpoint(trained.start, card, output_dir)
+    checkpoints.clear()
     return card
+
+
+def partial_dir(output_dir: Path) -> Path:
+    """Where the run that will write ``output_dir`` keeps its checkpoint meanwhile."""
+    return Path(output_dir).with_name(f"{Path(output_dir).name}.partial")
 
 
 def describe(

@@ -24,11 +24,15 @@ from sentiment_api.core.recipe import BUNDLED_BASE, BUNDLED_BASE_PACKAGE, Traini
 from sentiment_api.core.records import CorpusRecord
 from sentiment_api.data.corpora import Corpus, load_corpus
 from sentiment_api.training.base import save_checkpoint
+from sentiment_api.training.checkpoints import Checkpoints
 from sentiment_api.training.fitting import Trained, fine_tune, label_shares, score_frame
+from sentiment_api.training.split_wheels import SPLIT_BASES
 
 # Settings of the target's run that the first stage does not train with: the stage takes their
 # defaults instead, so that they change neither its weights nor its cache key.
-TARGET_ONLY = frozenset({"teachers", "distil_weight", "logit_offsets", "corpora"})
+TARGET_ONLY = frozenset(
+    {"teachers", "distil_weight", "distil_corpora", "distil_corpus_rows", "logit_offsets", "corpora"}
+)
 # What the stage trains with in place of the target's own settings.
 STAGE_OVERRIDES = {"epochs": "corpus_epochs", "learning_rate": "corpus_learning_rate"}
 # Settings that change how fast a stage trains, not its weights; and the base, which the key holds by
@@ -60,13 +64,17 @@ def prepare_start(
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    checkpoints: Checkpoints | None = None,
 ) -> Start:
     """Read ``config.corpora`` and train (or reuse) the first stage on them; without corpora the
-    run starts from ``config.base_model`` itself."""
+    run starts from ``config.base_model`` itself. ``checkpoints``: the run's policy, which the stage
+    follows in a directory of its own beside it."""
     corpora = [load_corpus(spec, labels, normaliser, config.seed) for spec in config.corpora]
     if not corpora:
         return Start(config)
-    stage = first_stage(corpora, labels, config, normaliser, stage_dir, progress=progress, log=log)
+    stage = first_stage(
+        corpora, labels, config, normaliser, stage_dir, progress=progress, log=log, checkpoints=checkpoints
+    )
     target = config.model_copy(update={"base_model": str(stage.path), "base_label_map": {}, "corpora": []})
     return Start(target, corpora, stage.records)
 
@@ -116,6 +124,8 @@ def stage_key(corpora: list[Corpus], labels: list[str], config: TrainingConfig, 
 
 def _base_identity(base_model: str) -> str:
     """The base by content where it is a local directory, else by name (and bundled version)."""
+    if base_model in SPLIT_BASES:
+        return SPLIT_BASES[base_model].weights_sha256
     if base_model == BUNDLED_BASE:
         version = library_versions(BUNDLED_BASE_PACKAGE).get(BUNDLED_BASE_PACKAGE, "")
         return f"{BUNDLED_BASE}:{version}"
@@ -135,8 +145,10 @@ def first_stage(
     *,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    checkpoints: Checkpoints | None = None,
 ) -> Stage:
-    """The stage's checkpoint: loaded when an identical one exists, else trained and saved."""
+    """The stage's checkpoint: loaded when an identical one exists, else trained and saved (with
+    ``checkpoints``, checkpointed as it goes in ``PATH.partial`` and resumed from there)."""
     require("pandas")
     import pandas as pd
 
@@ -151,7 +163,11 @@ def first_stage(
     settings = stage_config(config)
     train_rows = pd.concat([corpus.train for corpus in corpora], ignore_index=True)
     validation_rows = pd.concat([corpus.validation for corpus in corpora], ignore_index=True)
-    trained = fine_tune(train_rows, validation_rows, labels, settings, normaliser, progress=progress, log=log)
+    partial = checkpoints.beside(path.with_name(f"{path.name}.partial")) if checkpoints else None
+    trained = fine_tune(
+        train_rows, validation_rows, labels, settings, normaliser,
+        progress=progress, log=log, checkpoints=partial,
+    )  # fmt: skip
     records = []
     for corpus in corpora:
         record = corpus.record(config.corpus_epochs)
@@ -184,4 +200,6 @@ def first_stage(
         steps=trained.fitted.steps,
     )
     save_checkpoint(trained.start, card, path)
+    if partial is not None:
+        partial.clear()
     return Stage(path, records)
