@@ -142,6 +142,6 @@ def test_crossval_refuses_a_teacher_that_saw_the_held_out_rows(
     from sentiment_api.training.crossval import cross_validate
 
     recipe = TrainingConfig(base_model=str(tiny_bert), epochs=1, teachers=[str(trained_tiny_bert)])
-    with pytest.raises(ConfigError, match=r"cross-validate without --teacher"):
+    with pytest.raises(ConfigError, match=r"give the teachers. recipe instead \(--teacher-recipe\)"):
         cross_validate(tiny_csv, tmp_path / "cv", recipe, folds=3, progress=False, log=lambda _: None)
     assert not (tmp_path / "cv").exists()

@@ -155,6 +155,13 @@ def crossval(
             "f1_and_balanced, acc_f1_balanced (see --selection), or none."
         ),
     ] = "f1_and_balanced",
+    teacher_recipe: Annotated[
+        Path | None,
+        typer.Option(
+            help="Cross-validate a student: each fold trains a teacher with this recipe (a JSON recipe, or "
+            "a model card, whose hyperparameters are used) on the fold's own rows, and distils from it."
+        ),
+    ] = None,
     config: TrainingConfig,
     corpora: CorpusOptions,
     stage_dir: StageDir = None,
@@ -165,6 +172,7 @@ def crossval(
     left out), mean ± sd of accuracy, balanced accuracy and macro-F1, per-label recall, a plot, and
     logit offsets tuned on the out-of-fold predictions. An interrupted run resumes."""  # fmt: skip
     from sentiment_api.training.crossval import cross_validate, format_crossval
+    from sentiment_api.training.fold_teachers import load_recipe
 
     if tune_criterion not in (*get_args(Selection), "none"):
         raise typer.BadParameter(f"unknown criterion {tune_criterion!r}", param_hint="'--tune-criterion'")
@@ -172,6 +180,7 @@ def crossval(
     result = cross_validate(
         data, out, config, spec, folds=folds, seed=cv_seed,
         tune_criterion=None if tune_criterion == "none" else tune_criterion,
+        teacher=load_recipe(teacher_recipe) if teacher_recipe else None,
         stage_dir=stage_dir, progress=progress, log=_stderr,
     )  # fmt: skip
     typer.echo(format_crossval(result))

@@ -32,6 +32,7 @@ from sentiment_api.core.recipe import TrainingConfig
 from sentiment_api.core.records import DataSpec
 from sentiment_api.data.tweets import LABEL, TEXT, load_splits
 from sentiment_api.training.fitting import fine_tune
+from sentiment_api.training.fold_teachers import fold_teacher
 from sentiment_api.training.stages import prepare_start
 
 OFFSET_GRID = np.round(np.arange(-3.0, 3.01, 0.1), 2)
@@ -82,6 +83,7 @@ class CrossValidation(BaseModel):
     folds: int
     seed: int
     recipe: TrainingConfig
+    teacher: TrainingConfig | None = Field(None, description="The recipe of each fold's teacher (students).")
     results: list[FoldResult]
     summary: dict[str, Spread]
     recall: dict[str, Spread] = Field(description="Per-label recall over folds.")
@@ -98,12 +100,15 @@ def cross_validate(
     folds: int = 5,
     seed: int = 0,
     tune_criterion: str | None = "f1_and_balanced",
+    teacher: TrainingConfig | None = None,
     stage_dir: Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
 ) -> CrossValidation:
     """Train and score ``config`` on ``folds`` stratified folds of the non-test rows of ``data_path``.
 
+    With a ``teacher`` recipe, ``config`` is a student's: each fold first trains a teacher with that
+    recipe on the fold's own rows (``fold_teachers``), and the fold's student distils from it.
     Writes into ``out_dir`` as it goes: ``folds.jsonl`` and ``oof.csv`` (so an interrupted run
     resumes at the next fold), then ``crossval.json``, ``crossval.md`` and ``crossval.png``.
     """
@@ -114,7 +119,8 @@ def cross_validate(
     if config.teachers:
         raise ConfigError(
             "crossval with --teacher: a teacher trained on this data has seen every fold's held-out rows, "
-            "so the scores would flatter the student; cross-validate without --teacher"
+            "so the scores would flatter the student; give the teachers' recipe instead (--teacher-recipe), "
+            "and each fold trains its own teacher on its own rows"
         )
     spec = spec or DataSpec()
     out_dir = Path(out_dir)
@@ -122,7 +128,7 @@ def cross_validate(
     data, splits = load_splits(data_path, spec)
     labels = data.labels
     pool = pd.concat([splits.train, splits.validation], ignore_index=True)
-    done = _finished_folds(out_dir, config, folds, seed)
+    done = _finished_folds(out_dir, config, folds, seed, teacher)
     start = None  # the first stage is the same for every fold: prepared once, when a fold needs it
     for split in fold_splits(pool, folds, seed):
         fold, held_rows = split.fold, split.held_rows
@@ -133,8 +139,15 @@ def cross_validate(
         log(f"fold {fold}/{folds}: {split}")
         if start is None:
             start = prepare_start(config, labels, spec.normaliser, stage_dir, progress=progress, log=log)
+        student = start.config
+        if teacher is not None:
+            teacher_dir = fold_teacher(
+                fold, split.fit, split.inner, labels, teacher, spec.normaliser, out_dir,
+                stage_dir=stage_dir, progress=progress, log=log,
+            )  # fmt: skip
+            student = student.model_copy(update={"teachers": [str(teacher_dir)]})
         trained = fine_tune(
-            split.fit, split.inner, labels, start.config, spec.normaliser, progress=progress, log=log
+            split.fit, split.inner, labels, student, spec.normaliser, progress=progress, log=log
         )
         held = split.held
         probabilities, _ = trained.classifier.probabilities(held[TEXT].tolist(), config.eval_batch_size)
@@ -143,7 +156,9 @@ def cross_validate(
             fold=fold, scores=scores, best_epoch=trained.fitted.best_epoch,
             seconds=round(time.perf_counter() - started, 1),
         )  # fmt: skip
-        _append_fold(out_dir, result, config, folds, seed, held, held_rows, probabilities, labels)
+        _append_fold(
+            out_dir, result, _identity(config, folds, seed, teacher), held, held_rows, probabilities, labels
+        )
         done[fold] = result
         log(f"fold {fold}/{folds}: {scores.headline()} ({result.seconds / 60:.1f} min)")
     results = [done[fold] for fold in sorted(done)]
@@ -154,6 +169,7 @@ def cross_validate(
         folds=folds,
         seed=seed,
         recipe=config,
+        teacher=teacher,
         results=results,
         summary={name: Spread.of([getattr(r.scores, name) for r in results]) for name in HEADLINE},
         recall={label: Spread.of([r.scores.per_class[label].recall for r in results]) for label in labels},
@@ -195,13 +211,15 @@ def fold_splits(pool: Any, folds: int, seed: int) -> Iterator[FoldSplit]:
         yield FoldSplit(fold, fit_part, inner, pool.iloc[held_rows], held_rows)
 
 
-def _finished_folds(out_dir: Path, config: TrainingConfig, folds: int, seed: int) -> dict[int, FoldResult]:
+def _finished_folds(
+    out_dir: Path, config: TrainingConfig, folds: int, seed: int, teacher: TrainingConfig | None
+) -> dict[int, FoldResult]:
     """Folds already in ``folds.jsonl`` for this very recipe and split; another recipe starts over."""
     log_file = out_dir / "folds.jsonl"
     if not log_file.is_file():
         return {}
     done: dict[int, FoldResult] = {}
-    identity = _identity(config, folds, seed)
+    identity = _identity(config, folds, seed, teacher)
     for line in log_file.read_text().splitlines():
         entry = json.loads(line)
         if entry["identity"] == identity:
@@ -212,17 +230,20 @@ def _finished_folds(out_dir: Path, config: TrainingConfig, folds: int, seed: int
     return done
 
 
-def _identity(config: TrainingConfig, folds: int, seed: int) -> dict[str, Any]:
-    return {"recipe": config.model_dump(mode="json", exclude={"threads", "eval_batch_size"}), "folds": folds,
-            "seed": seed}  # fmt: skip
+def _identity(
+    config: TrainingConfig, folds: int, seed: int, teacher: TrainingConfig | None
+) -> dict[str, Any]:
+    speed_only = {"threads", "eval_batch_size"}
+    identity = {"recipe": config.model_dump(mode="json", exclude=speed_only), "folds": folds, "seed": seed}
+    if teacher is not None:  # a student's folds: its teachers' recipe is part of what it is
+        identity["teacher"] = teacher.model_dump(mode="json", exclude=speed_only)
+    return identity
 
 
 def _append_fold(
     out_dir: Path,
     result: FoldResult,
-    config: TrainingConfig,
-    folds: int,
-    seed: int,
+    identity: dict[str, Any],
     held: Any,
     held_rows: np.ndarray,
     probabilities: np.ndarray,
@@ -236,7 +257,7 @@ def _append_fold(
         rows[f"p_{label}"] = probabilities[:, j]
     oof_file = out_dir / "oof.csv"
     rows.to_csv(oof_file, mode="a", header=not oof_file.exists(), index=False)
-    entry = {"identity": _identity(config, folds, seed), "result": result.model_dump(mode="json")}
+    entry = {"identity": identity, "result": result.model_dump(mode="json")}
     with (out_dir / "folds.jsonl").open("a") as handle:
         handle.write(json.dumps(entry) + "\n")
 

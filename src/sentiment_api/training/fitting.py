@@ -7,6 +7,7 @@ the starting point (``stages``), call :func:`fine_tune`, and decide what to keep
 from __future__ import annotations
 
 import random
+import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from sentiment_api.core.engine import Classifier, TorchBackend
 from sentiment_api.core.errors import ConfigError
 from sentiment_api.core.extras import require
 from sentiment_api.core.metrics import Scores, score_probabilities
-from sentiment_api.core.model_card import AveragedRecord, ModelCard
+from sentiment_api.core.model_card import AveragedRecord, ModelCard, TrainingRecord, library_versions
 from sentiment_api.core.recipe import TrainingConfig
 from sentiment_api.core.records import CorpusRecord
 from sentiment_api.data.tweets import LABEL, TEXT
@@ -136,6 +137,35 @@ def with_distil_corpora(
         frames.append(rows)
         records.append(record)
     return pd.concat(frames, ignore_index=True), records
+
+
+def checkpoint_card(
+    start: StartingPoint, labels: list[str], normaliser: str, config: TrainingConfig, **fields: Any
+) -> ModelCard:
+    """The card of a checkpoint trained from ``start`` with ``config``: labels, normaliser, length
+    and padding, base, recipe and library versions, and ``fields`` (data, metrics, ...)."""
+    return ModelCard(
+        labels=labels,
+        normaliser=normaliser,
+        max_length=start.max_length,
+        pad_token_id=start.pad_id,
+        base_model=config.base_model,
+        hyperparameters=config,
+        versions=library_versions("torch", "transformers", "tokenizers", "sentiment-api"),
+        **fields,
+    )
+
+
+def training_record(trained: Trained, selection: str, started: float) -> TrainingRecord:
+    """The card's record of how the epochs went, ``started`` being the run's ``perf_counter``."""
+    return TrainingRecord(
+        best_epoch=trained.fitted.best_epoch,
+        selection=selection,
+        history=trained.fitted.history,
+        averaged=trained.averaged,
+        seconds=round(time.perf_counter() - started, 1),
+        steps=trained.fitted.steps,
+    )
 
 
 def _set_up_torch(config: TrainingConfig) -> None:

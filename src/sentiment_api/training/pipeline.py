@@ -9,13 +9,19 @@ from pathlib import Path
 
 from sentiment_api.core.errors import ConfigError
 from sentiment_api.core.extras import require
-from sentiment_api.core.model_card import DataRecord, ModelCard, TrainingRecord, library_versions
+from sentiment_api.core.model_card import DataRecord, ModelCard
 from sentiment_api.core.recipe import TrainingConfig
 from sentiment_api.core.records import DataSpec
 from sentiment_api.data.tweets import PreparedData, Splits, load_splits
 from sentiment_api.training.base import StartingPoint, save_checkpoint
 from sentiment_api.training.checkpoints import Checkpoints
-from sentiment_api.training.fitting import fine_tune, label_shares, score_frame
+from sentiment_api.training.fitting import (
+    checkpoint_card,
+    fine_tune,
+    label_shares,
+    score_frame,
+    training_record,
+)
 from sentiment_api.training.stages import prepare_start
 
 
@@ -73,14 +79,7 @@ def train(
         assert record.metrics is not None
         log(f"{record.name} validation: macro-recall {record.metrics.balanced_accuracy:.4f}")
     card.corpora += trained.distilled
-    card.training = TrainingRecord(
-        best_epoch=trained.fitted.best_epoch,
-        selection=config.selection,
-        history=trained.fitted.history,
-        averaged=trained.averaged,
-        seconds=round(time.perf_counter() - started, 1),
-        steps=trained.fitted.steps,
-    )
+    card.training = training_record(trained, config.selection, started)
     save_checkpoint(trained.start, card, output_dir)
     checkpoints.clear()
     return card
@@ -95,16 +94,10 @@ def describe(
     start: StartingPoint, data: PreparedData, splits: Splits, spec: DataSpec, config: TrainingConfig
 ) -> ModelCard:
     """The card of the model about to be trained: labels, data, settings (metrics come later)."""
-    return ModelCard(
-        labels=data.labels,
-        normaliser=spec.normaliser,
-        max_length=start.max_length,
-        pad_token_id=start.pad_id,
-        base_model=config.base_model,
+    return checkpoint_card(
+        start, data.labels, spec.normaliser, config,
         data=DataRecord(
             file=data.source.name, sha256=data.sha256, spec=spec, dropped=data.dropped, splits=splits.sizes()
         ),
         label_shares=label_shares(splits.train),
-        hyperparameters=config,
-        versions=library_versions("torch", "transformers", "tokenizers", "sentiment-api"),
-    )
+    )  # fmt: skip

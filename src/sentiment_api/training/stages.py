@@ -19,13 +19,20 @@ from typing import Any
 
 from sentiment_api.core.extras import require
 from sentiment_api.core.files import cache_dir, file_sha256
-from sentiment_api.core.model_card import CARD_FILE, DataRecord, ModelCard, TrainingRecord, library_versions
+from sentiment_api.core.model_card import CARD_FILE, DataRecord, ModelCard, library_versions
 from sentiment_api.core.recipe import BUNDLED_BASE, BUNDLED_BASE_PACKAGE, TrainingConfig
 from sentiment_api.core.records import CorpusRecord
 from sentiment_api.data.corpora import Corpus, load_corpus
 from sentiment_api.training.base import save_checkpoint
 from sentiment_api.training.checkpoints import Checkpoints
-from sentiment_api.training.fitting import Trained, fine_tune, label_shares, score_frame
+from sentiment_api.training.fitting import (
+    Trained,
+    checkpoint_card,
+    fine_tune,
+    label_shares,
+    score_frame,
+    training_record,
+)
 from sentiment_api.training.split_wheels import SPLIT_BASES
 
 # Settings of the target's run that the first stage does not train with: the stage takes their
@@ -174,31 +181,22 @@ def first_stage(
         record.stage_checkpoint = path.name
         record.stage_metrics = score_frame(trained.classifier, corpus.validation, config.eval_batch_size)
         records.append(record)
-    card = ModelCard(
+    card = checkpoint_card(
+        trained.start,
+        labels,
+        normaliser,
+        settings.model_copy(update={"base_model": config.base_model}),
         name=f"first stage on {names}",
-        labels=labels,
-        normaliser=normaliser,
-        max_length=trained.start.max_length,
-        pad_token_id=trained.start.pad_id,
-        base_model=config.base_model,
         data=DataRecord(
             file=names,
             sha256=corpora[0].sha256 if len(corpora) == 1 else "",
             splits={"train": len(train_rows), "validation": len(validation_rows)},
         ),
         label_shares=label_shares(train_rows),
-        hyperparameters=settings,
         metrics={"validation": score_frame(trained.classifier, validation_rows, config.eval_batch_size)},
         corpora=records,
-        versions=library_versions("torch", "transformers", "tokenizers", "sentiment-api"),
     )
-    card.training = TrainingRecord(
-        best_epoch=trained.fitted.best_epoch,
-        selection=settings.selection,
-        history=trained.fitted.history,
-        seconds=round(time.perf_counter() - started, 1),
-        steps=trained.fitted.steps,
-    )
+    card.training = training_record(trained, settings.selection, started)
     save_checkpoint(trained.start, card, path)
     if partial is not None:
         partial.clear()
