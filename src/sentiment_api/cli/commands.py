@@ -187,6 +187,37 @@ def crossval(
     typer.echo(f"wrote {out / 'crossval.json'}, {out / 'crossval.md'} and {out / 'crossval.png'}")
 
 
+@app.command("compare-crossval")
+def compare_crossval(
+    base: Annotated[Path, typer.Argument(help="A crossval output directory: the recipe to beat.")],
+    candidate: Annotated[Path, typer.Argument(help="A crossval output directory on the same folds.")],
+    teachers: Annotated[
+        bool, typer.Option(help="Compare CANDIDATE's students with their own teachers instead of BASE.")
+    ] = False,
+) -> None:
+    """Candidate minus base, fold by fold (the same folds): mean ± standard error of each figure,
+    plain and with nested offsets, and whether the difference is beyond one standard error."""
+    from sentiment_api.training.crossval import CrossValidation
+    from sentiment_api.training.paired import compare, compare_scores, format_comparison
+
+    def load(directory: Path) -> CrossValidation:
+        path = directory / "crossval.json"
+        if not path.is_file():
+            raise typer.BadParameter(f"{path} does not exist: run crossval --out {directory} first")
+        return CrossValidation.model_validate_json(path.read_text())
+
+    left, right = load(base), load(candidate)
+    if teachers:
+        if right.teachers_scored is None:
+            raise typer.BadParameter(f"{candidate} cross-validated no teachers (--teacher-recipe)")
+        result = compare_scores(
+            right, right.teachers_scored, (f"{candidate} students", f"{candidate} teachers")
+        )
+    else:
+        result = compare(left, right, (str(base), str(candidate)))
+    typer.echo(format_comparison(result))
+
+
 @app.command()
 @corpus_options
 def evaluate(

@@ -25,14 +25,15 @@ from pydantic import BaseModel, Field
 
 from sentiment_api.core.errors import ConfigError
 from sentiment_api.core.extras import require
-from sentiment_api.core.files import write_text_atomic
+from sentiment_api.core.files import staged_file, write_text_atomic
 from sentiment_api.core.metrics import HEADLINE, Scores, score_probabilities
+from sentiment_api.core.model_card import CARD_FILE, ModelCard
 from sentiment_api.core.plots import pyplot, save_png
 from sentiment_api.core.recipe import TrainingConfig
 from sentiment_api.core.records import DataSpec
 from sentiment_api.data.tweets import LABEL, TEXT, load_splits
 from sentiment_api.training.fitting import fine_tune
-from sentiment_api.training.fold_teachers import fold_teacher
+from sentiment_api.training.fold_teachers import fold_teacher, teacher_path
 from sentiment_api.training.stages import prepare_start
 
 OFFSET_GRID = np.round(np.arange(-3.0, 3.01, 0.1), 2)
@@ -73,10 +74,22 @@ class OffsetResult(BaseModel):
     nested: dict[str, Spread] = Field(
         description="Scores per fold with offsets tuned on the other folds only (an honest estimate)."
     )
+    per_fold: list[dict[str, float]] = Field(
+        default_factory=list, description="Those nested scores fold by fold (for paired comparisons)."
+    )
 
 
-class CrossValidation(BaseModel):
-    """Every fold's scores and their spread."""
+class FoldScores(BaseModel):
+    """One model per fold, each scored on its fold's held-out rows: every fold and the spread."""
+
+    results: list[FoldResult]
+    summary: dict[str, Spread]
+    recall: dict[str, Spread] = Field(description="Per-label recall over folds.")
+    offsets: OffsetResult | None = None
+
+
+class CrossValidation(FoldScores):
+    """Every fold's scores and their spread (and, for a student, its teachers' on the same rows)."""
 
     data_file: str
     rows: int
@@ -84,10 +97,9 @@ class CrossValidation(BaseModel):
     seed: int
     recipe: TrainingConfig
     teacher: TrainingConfig | None = Field(None, description="The recipe of each fold's teacher (students).")
-    results: list[FoldResult]
-    summary: dict[str, Spread]
-    recall: dict[str, Spread] = Field(description="Per-label recall over folds.")
-    offsets: OffsetResult | None = None
+    teachers_scored: FoldScores | None = Field(
+        None, description="Each fold's teacher on the rows its student is scored on."
+    )
     minutes: float = 0.0
 
 
@@ -162,7 +174,13 @@ def cross_validate(
         done[fold] = result
         log(f"fold {fold}/{folds}: {scores.headline()} ({result.seconds / 60:.1f} min)")
     results = [done[fold] for fold in sorted(done)]
-    oof = pd.read_csv(out_dir / "oof.csv")
+    teachers_scored = None
+    if teacher is not None:
+        teacher_results, teacher_oof = score_fold_teachers(
+            out_dir, fold_splits(pool, folds, seed), labels, config.eval_batch_size, log=log
+        )
+        if teacher_results:
+            teachers_scored = fold_scores(teacher_results, teacher_oof, labels, tune_criterion)
     outcome = CrossValidation(
         data_file=Path(data_path).name,
         rows=len(pool),
@@ -170,11 +188,9 @@ def cross_validate(
         seed=seed,
         recipe=config,
         teacher=teacher,
-        results=results,
-        summary={name: Spread.of([getattr(r.scores, name) for r in results]) for name in HEADLINE},
-        recall={label: Spread.of([r.scores.per_class[label].recall for r in results]) for label in labels},
-        offsets=tune_offsets_nested(oof, labels, tune_criterion) if tune_criterion else None,
+        teachers_scored=teachers_scored,
         minutes=round(sum(r.seconds for r in results) / 60, 1),
+        **dict(fold_scores(results, pd.read_csv(out_dir / "oof.csv"), labels, tune_criterion)),
     )
     write_text_atomic(out_dir / "crossval.json", outcome.model_dump_json(indent=2) + "\n")
     write_text_atomic(out_dir / "crossval.md", format_crossval(outcome) + "\n")
@@ -194,6 +210,18 @@ class FoldSplit:
 
     def __str__(self) -> str:
         return f"training on {len(self.fit)}, choosing on {len(self.inner)}, scoring {len(self.held)}"
+
+
+def fold_scores(
+    results: list[FoldResult], oof: Any, labels: list[str], tune_criterion: str | None
+) -> FoldScores:
+    """The spread of the folds' ``results``, and offsets tuned on their out-of-fold rows ``oof``."""
+    return FoldScores(
+        results=results,
+        summary={name: Spread.of([getattr(r.scores, name) for r in results]) for name in HEADLINE},
+        recall={label: Spread.of([r.scores.per_class[label].recall for r in results]) for label in labels},
+        offsets=tune_offsets_nested(oof, labels, tune_criterion) if tune_criterion else None,
+    )
 
 
 def fold_splits(pool: Any, folds: int, seed: int) -> Iterator[FoldSplit]:
@@ -250,16 +278,59 @@ def _append_fold(
     labels: list[str],
 ) -> None:
     """Add one fold's held-out probabilities to ``oof.csv`` and its result to ``folds.jsonl``."""
-    rows = held[[TEXT, LABEL]].copy()
-    rows.insert(0, "index", held_rows)
-    rows.insert(1, "fold", result.fold)
-    for j, label in enumerate(labels):
-        rows[f"p_{label}"] = probabilities[:, j]
+    rows = _oof_rows(result.fold, held, held_rows, probabilities, labels)
     oof_file = out_dir / "oof.csv"
     rows.to_csv(oof_file, mode="a", header=not oof_file.exists(), index=False)
     entry = {"identity": identity, "result": result.model_dump(mode="json")}
     with (out_dir / "folds.jsonl").open("a") as handle:
         handle.write(json.dumps(entry) + "\n")
+
+
+def _oof_rows(
+    fold: int, held: Any, held_rows: np.ndarray, probabilities: np.ndarray, labels: list[str]
+) -> Any:
+    """One fold's held-out rows with their probabilities, as ``oof.csv`` keeps them."""
+    rows = held[[TEXT, LABEL]].copy()
+    rows.insert(0, "index", held_rows)
+    rows.insert(1, "fold", fold)
+    for j, label in enumerate(labels):
+        rows[f"p_{label}"] = probabilities[:, j]
+    return rows
+
+
+def score_fold_teachers(
+    out_dir: Path, splits: Iterator[FoldSplit], labels: list[str], batch_size: int,
+    log: Callable[[str], None] = print,
+) -> tuple[list[FoldResult], Any]:  # fmt: skip
+    """Each fold's teacher scored on the rows its student is scored on, so the two compare fold by
+    fold. The probabilities are kept beside the teacher (``held.csv``, gone with it when it is
+    retrained), so a rerun reads them."""
+    import pandas as pd
+
+    from sentiment_api.core.engine import Classifier
+
+    results, frames = [], []
+    for split in splits:
+        path = teacher_path(out_dir, split.fold)
+        if not (path / CARD_FILE).is_file():
+            continue  # this fold's teacher is not trained yet
+        held_file = path / "held.csv"
+        if not held_file.is_file():
+            log(f"fold {split.fold}: scoring its teacher on the {len(split.held)} held-out rows")
+            probabilities, _ = Classifier.load(path).probabilities(split.held[TEXT].tolist(), batch_size)
+            with staged_file(held_file) as staging:
+                _oof_rows(split.fold, split.held, split.held_rows, probabilities, labels).to_csv(
+                    staging, index=False
+                )
+        rows = pd.read_csv(held_file)
+        scores = score_probabilities(
+            rows[LABEL].tolist(), rows[[f"p_{label}" for label in labels]].to_numpy(), labels
+        )
+        training = ModelCard.load(path).training
+        best_epoch, seconds = (training.best_epoch, training.seconds) if training else (0, 0.0)
+        results.append(FoldResult(fold=split.fold, scores=scores, best_epoch=best_epoch, seconds=seconds))
+        frames.append(rows)
+    return results, pd.concat(frames, ignore_index=True) if frames else None
 
 
 def best_offsets(
@@ -314,6 +385,7 @@ def tune_offsets_nested(oof: Any, labels: list[str], criterion: str) -> OffsetRe
         criterion=criterion,
         offsets=best_offsets(log_probabilities, truth, labels, criterion),
         nested={name: Spread.of([getattr(s, name) for s in per_fold]) for name in HEADLINE},
+        per_fold=[scores.headline() for scores in per_fold],
     )
 
 
@@ -349,6 +421,19 @@ def format_crossval(result: CrossValidation) -> str:
             f"accuracy {nested['accuracy']}, balanced accuracy {nested['balanced_accuracy']}, "
             f"macro-F1 {nested['macro_f1']}",
         ]
+    if result.teachers_scored is not None:
+        taught = result.teachers_scored
+        lines += [
+            "",
+            f"the folds' teachers on the same rows: accuracy {taught.summary['accuracy']}, balanced accuracy "
+            f"{taught.summary['balanced_accuracy']}, macro-F1 {taught.summary['macro_f1']}",
+        ]
+        if taught.offsets is not None:
+            nested = taught.offsets.nested
+            lines.append(
+                f"their offsets for {taught.offsets.criterion}: {taught.offsets.offsets}; nested "
+                f"{nested['accuracy']} / {nested['balanced_accuracy']} / {nested['macro_f1']}"
+            )
     return "\n".join(lines)
 
 

@@ -50,7 +50,7 @@ def fold_teacher(
 ) -> Path:
     """The teacher of fold ``fold``: trained with ``recipe`` on ``fit`` (its epoch chosen on
     ``inner``), or the one an earlier run left for the same recipe and rows."""
-    path = Path(out_dir) / "teachers" / f"fold-{fold}"
+    path = teacher_path(out_dir, fold)
     identity = _identity(recipe, fit, inner)
     if (path / CARD_FILE).is_file() and ModelCard.load(path).data.sha256 == identity:
         log(f"fold {fold}: reusing its teacher {path}")
@@ -78,6 +78,11 @@ def fold_teacher(
     save_checkpoint(trained.start, card, path)
     checkpoints.clear()
     return path
+
+
+def teacher_path(out_dir: Path, fold: int) -> Path:
+    """Where a cross-validation run in ``out_dir`` keeps fold ``fold``'s teacher."""
+    return Path(out_dir) / "teachers" / f"fold-{fold}"
 
 
 def _identity(recipe: TrainingConfig, fit: pd.DataFrame, inner: pd.DataFrame) -> str:
