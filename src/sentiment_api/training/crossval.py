@@ -305,6 +305,7 @@ def score_fold_teachers(
     """Each fold's teacher scored on the rows its student is scored on, so the two compare fold by
     fold. The probabilities are kept beside the teacher (``held.csv``, gone with it when it is
     retrained), so a rerun reads them."""
+    require("pandas")
     import pandas as pd
 
     from sentiment_api.core.engine import Classifier
