@@ -36,6 +36,22 @@ def test_the_loss_mixes_kl_to_the_soft_targets_and_the_labels_cross_entropy() ->
     assert torch.isclose(batch_loss(logits, y, soft, cross_entropy, 0.7), 0.7 * kl + 0.3 * hard)
 
 
+def test_class_weighted_distillation_weighs_each_rows_kl_by_its_labels_weight() -> None:
+    import torch
+
+    logits = torch.tensor([[2.0, 0.0, -1.0], [0.0, 1.0, 0.5], [0.3, 0.3, 0.3]])
+    y = torch.tensor([0, 2, 1])
+    soft = torch.tensor([[0.6, 0.3, 0.1], [0.2, 0.2, 0.6], [0.1, 0.8, 0.1]])
+    weights = torch.tensor([2.0, 0.5, 1.0])
+    cross_entropy = torch.nn.CrossEntropyLoss(weight=weights)
+    per_row = (soft * (soft.log() - torch.log_softmax(logits, dim=-1))).sum(dim=1)
+    weighted_kl = (per_row * weights[y]).sum() / weights[y].sum()
+    assert not torch.isclose(weighted_kl, per_row.mean())
+    assert torch.isclose(batch_loss(logits, y, soft, cross_entropy, 1.0, class_weighted=True), weighted_kl)
+    unweighted = torch.nn.CrossEntropyLoss()
+    assert torch.isclose(batch_loss(logits, y, soft, unweighted, 1.0, class_weighted=True), per_row.mean())
+
+
 def test_soft_targets_come_from_every_labels_column_and_are_normalised() -> None:
     frame = pd.DataFrame({TEXT: ["a", "b"], LABEL: LABELS[:2]})
     assert soft_targets(frame, LABELS) is None

@@ -77,6 +77,11 @@ class TrainingConfig(BaseModel):
         description="With teachers: the share of the loss that is the KL divergence to their "
         "probabilities; the rest is the class-weighted cross-entropy with the labels.",
     )
+    distil_class_weighted: bool = Field(
+        False,
+        description="With teachers: weigh each row's KL divergence by its label's class weight (the "
+        "cross-entropy's), so the soft targets of rare labels count as much as their labels do.",
+    )
     distil_corpora: list[Path] = Field(
         default_factory=list,
         description="Files of extra tweets (a text column) that the teachers label: their mean "

@@ -262,23 +262,36 @@ def _step(
         ).logits
     soft = None if examples.soft is None else torch.from_numpy(examples.soft[batch])
     y = torch.from_numpy(examples.y[batch])
-    loss = batch_loss(logits.float(), y, soft, loss_fn, config.distil_weight)
+    loss = batch_loss(logits.float(), y, soft, loss_fn, config.distil_weight, config.distil_class_weighted)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
     return float(loss.item())
 
 
-def batch_loss(logits: Any, y: Any, soft: Any | None, loss_fn: Any, distil_weight: float) -> Any:
+def batch_loss(
+    logits: Any,
+    y: Any,
+    soft: Any | None,
+    loss_fn: Any,
+    distil_weight: float,
+    class_weighted: bool = False,
+) -> Any:
     """The labels' loss; with soft targets, ``distil_weight`` x KL(soft || model) + the rest x that.
 
-    The KL term is averaged over the batch's rows unweighted: the teacher's probabilities already say
-    how much each label matters.
+    The KL term is a mean over the batch's rows: unweighted by default (the teacher's probabilities
+    already say how much each label matters), or with ``class_weighted`` weighted by the class weight
+    of each row's label, the weighted mean the cross-entropy takes.
     """
     torch: Any = require("torch")
     hard = loss_fn(logits, y)
     if soft is None:
         return hard
-    kl = torch.nn.functional.kl_div(torch.log_softmax(logits, dim=-1), soft, reduction="batchmean")
+    per_row = torch.nn.functional.kl_div(torch.log_softmax(logits, dim=-1), soft, reduction="none").sum(dim=1)
+    if class_weighted and loss_fn.weight is not None:
+        row_weights = loss_fn.weight[y]
+        kl = (per_row * row_weights).sum() / row_weights.sum()
+    else:
+        kl = per_row.mean()
     return distil_weight * kl + (1 - distil_weight) * hard
 
 
