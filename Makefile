@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVE_STAMP := $(VENV)/.installed-serve
 MODEL ?=
 
-.PHONY: install base-models accurate-model test lint train evaluate default-model bench bench-roberta bench-batch bench-server bench-gpu serve loadtest soak abuse-figures clean
+.PHONY: install base-models accurate-model test lint train evaluate default-model bench bench-roberta bench-batch bench-server bench-models bench-gpu serve loadtest soak abuse-figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -104,6 +104,9 @@ bench-batch: $(STAMP) ## batch prediction of 100k and 1M tweets on one machine a
 
 bench-server: $(STAMP) ## the service under wrk against a plain FastAPI server, by workers and connections (needs wrk)
 	bash bench/server/wrk.sh
+
+bench-models: $(STAMP) ## resident memory of one service holding 1, 2 and 3 model packages
+	$(BIN)/python bench/server/models_memory.py
 
 bench-gpu: ## the engine and the service on an NVIDIA GPU and on this CPU, one table (PYTHON=...; skips what is missing)
 	bash bench/engine/gpu.sh

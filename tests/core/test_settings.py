@@ -23,7 +23,7 @@ def clean_environment(monkeypatch):
 def test_defaults_serve_the_shipped_model_on_port_8000() -> None:
     settings = load_settings()
 
-    assert settings.model == default_model_dir()
+    assert settings.packages == {"default": default_model_dir()} and settings.default_name == "default"
     assert settings.port == 8000
     assert settings.api_keys == [] and settings.cors_origins == []
     assert settings.log_text is False and settings.otlp_endpoint is None

@@ -66,7 +66,7 @@ def test_concurrent_requests_share_one_inference_call_and_each_gets_its_own_answ
             posts = [
                 asyncio.ensure_future(client.post("/predict", json={"text": t, "top_k": 3})) for t in TEXTS
             ]
-            await until(lambda: app.state.service.batcher.depth == len(TEXTS))
+            await until(lambda: app.state.service.model(None).batcher.depth == len(TEXTS))
             backend.gate.set()
             return await first, await asyncio.gather(*posts), list(backend.calls)
 
@@ -90,7 +90,7 @@ def test_a_full_queue_answers_429_with_retry_after(onnx_package) -> None:
         async with serving_async(app) as client:
             first = await hold_inference(client, backend)
             queued = asyncio.ensure_future(client.post("/predict", json={"texts": ["a", "b"]}))
-            await until(lambda: app.state.service.batcher.depth == 2)
+            await until(lambda: app.state.service.model(None).batcher.depth == 2)
             refused = await client.post("/predict", json={"text": "one too many"})
             backend.gate.set()
             return refused, await first, await queued
@@ -112,7 +112,7 @@ def test_a_full_queue_refuses_before_reading_parsing_or_tokenising_the_body(onnx
         async with serving_async(app) as client:
             first = await hold_inference(client, backend)
             queued = asyncio.ensure_future(client.post("/predict", json={"text": "queued"}))
-            await until(lambda: app.state.service.batcher.depth == 1)
+            await until(lambda: app.state.service.model(None).batcher.depth == 1)
             refused = await client.post(
                 "/predict", content=b"{not json", headers={"content-type": "text/plain"}
             )
@@ -124,7 +124,7 @@ def test_a_full_queue_refuses_before_reading_parsing_or_tokenising_the_body(onnx
     assert refused.status_code == 429  # not 415 or 400: the body was never looked at
     assert "queue is full" in refused.json()["detail"]
     assert first.status_code == queued.status_code == 200
-    assert registry.get_sample_value("sentiment_shed_requests_total") == 1
+    assert registry.get_sample_value("sentiment_shed_requests_total", {"model": "default"}) == 1
 
 
 def test_a_request_past_its_deadline_gets_503_and_costs_no_inference(onnx_package) -> None:
@@ -176,7 +176,7 @@ def test_a_client_that_disconnects_costs_no_inference(onnx_package) -> None:
                 "client": ("127.0.0.1", 5000), "server": ("127.0.0.1", 80), "state": {},
             }  # fmt: skip
             call = asyncio.ensure_future(app(scope, receive, send))
-            await until(lambda: app.state.service.batcher.depth == 1)
+            await until(lambda: app.state.service.model(None).batcher.depth == 1)
             gone.set()
             await call
             backend.gate.set()

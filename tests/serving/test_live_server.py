@@ -34,7 +34,7 @@ def test_live_server_answers_the_contract_and_logs_one_json_line(live_server) ->
     )
 
     assert response.status_code == 200
-    assert list(response.json()) == ["sentiment", "inference_time", "model_version", "truncated"]
+    assert list(response.json()) == ["sentiment", "inference_time", "model_version", "truncated", "model"]
     assert response.headers["X-Request-ID"] == "live-1"
     wait_until(lambda: any('"live-1"' in line for line in live_server.log_lines()), timeout=5)
     lines = [json.loads(line) for line in live_server.log_lines() if line.startswith("{")]

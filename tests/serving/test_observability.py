@@ -34,24 +34,26 @@ def test_metrics_count_requests_predictions_batches_and_tokens(onnx_package) -> 
         client.post("/predict", json={"text": ""})
         found = samples(client)
 
-    predict = ("route", "/predict")
-    assert found[("sentiment_requests_total", (predict, ("status", "200")))] == 4
-    assert found[("sentiment_requests_total", (predict, ("status", "422")))] == 1
-    assert found[("sentiment_request_seconds_count", (predict,))] == 5
+    model, predict = ("model", "default"), ("route", "/predict")
+    assert found[("sentiment_requests_total", (model, predict, ("status", "200")))] == 4
+    assert found[("sentiment_requests_total", (("model", ""), predict, ("status", "422")))] == 1
+    assert found[("sentiment_request_seconds_count", (model, predict))] == 4
     assert sum(v for (name, _), v in found.items() if name == "sentiment_predictions_total") == 5
     assert sum(v for (name, _), v in found.items() if name == "sentiment_prediction_score_count") == 5
-    assert found[("sentiment_input_tokens_count", ())] == 5
-    assert found[("sentiment_truncated_texts_total", ())] == 1
-    assert found[("sentiment_batch_size_sum", ())] >= 5  # warm-up batches count too
-    assert found[("sentiment_queue_wait_seconds_count", ())] == 4
-    assert found[("sentiment_inference_seconds_count", ())] >= 4
-    assert found[("sentiment_queue_depth", ())] == 0
-    assert found[("sentiment_inference_streams", ())] == 3
-    assert found[("sentiment_inference_streams_busy", ())] == 0  # all answered
+    assert found[("sentiment_input_tokens_count", (model,))] == 5
+    assert found[("sentiment_truncated_texts_total", (model,))] == 1
+    assert found[("sentiment_batch_size_sum", (model,))] >= 5  # warm-up batches count too
+    assert found[("sentiment_queue_wait_seconds_count", (model,))] == 4
+    assert found[("sentiment_inference_seconds_count", (model,))] >= 4
+    assert found[("sentiment_queue_depth", (model,))] == 0
+    assert found[("sentiment_inference_streams", (model,))] == 3
+    assert found[("sentiment_inference_streams_busy", (model,))] == 0  # all answered
     assert found[("sentiment_in_flight_requests", ())] == 1  # the scrape itself
     assert any(name == "sentiment_model_info" for name, _ in found)
     shares = {
-        labels[0][1]: v for (name, labels), v in found.items() if name == "sentiment_training_label_share"
+        dict(labels)["label"]: v
+        for (name, labels), v in found.items()
+        if name == "sentiment_training_label_share" and dict(labels)["model"] == "default"
     }
     assert shares == ModelCard.load(onnx_package).label_shares
 

@@ -26,7 +26,7 @@ def test_single_text_answer_keeps_the_earlier_contract_and_adds_fields(client, c
 
     assert response.status_code == 200
     body = response.json()
-    assert list(body) == ["sentiment", "inference_time", "model_version", "truncated"]
+    assert list(body) == ["sentiment", "inference_time", "model_version", "truncated", "model"]
     assert list(body["sentiment"][0]) == ["label", "score"]
     assert len(body["sentiment"]) == 1
     assert body["sentiment"][0]["label"] in classifier.labels
@@ -67,7 +67,7 @@ def test_batch_answers_in_input_order(client, classifier) -> None:
 
     body = client.post("/predict", json={"texts": texts, "top_k": 3}).json()
 
-    assert list(body) == ["results", "inference_time", "model_version"]
+    assert list(body) == ["results", "inference_time", "model_version", "model"]
     expected = classifier.predict(texts, top_k=3)
     for result, prediction in zip(body["results"], expected, strict=True):
         assert [s["label"] for s in result["sentiment"]] == prediction.labels
@@ -166,7 +166,7 @@ def test_tokenising_on_threads_of_its_own_gives_the_same_answers(
 
 
 def test_the_served_sessions_spin_only_while_a_request_runs(client) -> None:
-    service = client.app.state.service
+    service = client.app.state.service.model(None)
     sessions = [service.classifier, *([service.solo] if service.solo is not None else [])]
 
     assert [session.backend.spin for session in sessions] == ["while_running"] * len(sessions)

@@ -26,6 +26,7 @@ def predictions_counted(url: str) -> float:
             if sample.name == "sentiment_requests_total" and sample.labels == {
                 "route": "/predict",
                 "status": "200",
+                "model": "default",
             }:
                 return sample.value
     return 0.0

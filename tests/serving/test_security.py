@@ -63,7 +63,7 @@ def test_a_metrics_port_serves_them_instead_of_the_public_port(onnx_package) -> 
 
     assert public.status_code == 404 and "/metrics" not in paths
     assert private.status_code == 200
-    assert 'sentiment_requests_total{route="/predict",status="200"} 1.0' in private.text
+    assert 'sentiment_requests_total{model="default",route="/predict",status="200"} 1.0' in private.text
     with pytest.raises(httpx.TransportError):  # stopped with the app
         httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2)
 

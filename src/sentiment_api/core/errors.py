@@ -89,3 +89,7 @@ class DeadlineExceededError(ServiceError):
 
 class NotReadyError(ServiceError):
     """The model is still loading or warming up, or the service is shutting down."""
+
+
+class UnknownModelError(ServiceError):
+    """A request named a model the service does not hold (the message lists the ones it does)."""

@@ -24,6 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sentiment_api.core.devices import CudaPrecision, Device, DeviceChoice, stream_layout
 from sentiment_api.core.errors import ConfigError
+from sentiment_api.core.model_sources import parse_entries
 
 ENV_PREFIX = "SENTIMENT_"
 MIN_API_KEY_CHARS = 16
@@ -113,9 +114,17 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", validate_default=True)
 
     # --- model and processes
-    model: Path = Field(
-        default_factory=default_model_dir,
-        description="Model package directory (model.onnx, tokenizer.json, model_card.json).",
+    model: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: [str(default_model_dir())],
+        description="Model package directory (model.onnx, tokenizer.json, model_card.json), or "
+        "NAME=DIR for a named one; several for several models in one process (comma-separated in the "
+        "variable). A plain directory is the model named 'default'.",
+        json_schema_extra=_MODEL,
+    )
+    default_model: str | None = Field(
+        None,
+        description='The model that requests naming none (no "model" field) get; the first one '
+        "given when unset.",
         json_schema_extra=_MODEL,
     )
     host: str = Field(
@@ -411,6 +420,33 @@ class Settings(BaseSettings):
         }
         return {**unknown, **data}
 
+    @field_validator("model", mode="before")
+    @classmethod
+    def _model_entries(cls, value: object) -> object:
+        if isinstance(value, Path):
+            return [str(value)]
+        if isinstance(value, (list, tuple)):
+            return [str(entry) for entry in value]
+        return _split_commas(value)
+
+    @field_validator("model")
+    @classmethod
+    def _named_once(cls, entries: list[str]) -> list[str]:
+        parse_entries(entries)
+        return entries
+
+    @property
+    def packages(self) -> dict[str, Path]:
+        """Every served model's ``name -> package directory``, the default one first."""
+        packages = parse_entries(self.model)
+        default = self.default_name
+        return {default: packages[default], **packages}
+
+    @property
+    def default_name(self) -> str:
+        """The name of the model that requests naming none get."""
+        return self.default_model or next(iter(parse_entries(self.model)))
+
     @field_validator("api_keys", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
@@ -461,6 +497,9 @@ class Settings(BaseSettings):
             )
         if "*" in self.cors_origins and self.api_keys:
             raise ValueError("CORS origin '*' with API keys would let any web page use a leaked key")
+        if self.default_model is not None and self.default_model not in parse_entries(self.model):
+            known = ", ".join(parse_entries(self.model))
+            raise ValueError(f"default_model {self.default_model!r} is none of the models given ({known})")
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise ValueError(f"metrics_port ({self.metrics_port}) must differ from port")
         return self

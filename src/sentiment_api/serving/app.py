@@ -49,7 +49,13 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> Fast
     state.tracing = Tracing(settings.otlp_endpoint, settings.service_name) if settings.otlp_endpoint else None
     install_error_handlers(app)
     models = request_models(settings.max_text_chars, settings.max_batch_texts)
-    install_routes(app, models, protected_errors(settings), public_metrics=settings.metrics_port is None)
+    install_routes(
+        app,
+        models,
+        protected_errors(settings),
+        public_metrics=settings.metrics_port is None,
+        model_names=tuple(settings.packages),
+    )
     if settings.docs:
         install_docs(app)
         install_ui(app)

@@ -26,6 +26,7 @@ from sentiment_api.core.errors import (
     RateLimitedError,
     RequestTimeoutError,
     SentimentError,
+    UnknownModelError,
     UnsupportedMediaTypeError,
 )
 
@@ -34,6 +35,7 @@ log = logging.getLogger("sentiment_api.serving")
 HTTP_STATUS: dict[type[SentimentError], int] = {
     MalformedBodyError: 400,
     AuthenticationError: 401,
+    UnknownModelError: 404,
     RequestTimeoutError: 408,
     PayloadTooLargeError: 413,
     UnsupportedMediaTypeError: 415,
@@ -97,6 +99,7 @@ def documented_errors(*statuses: int) -> dict[int | str, dict[str, object]]:
     reasons = {
         400: "Body is not JSON (bad syntax or invalid UTF-8).",
         401: "API key missing or unknown.",
+        404: "No model of that name; the message lists the ones this service holds.",
         408: "The body did not arrive within the read timeout.",
         413: "Body larger than the byte limit.",
         415: "Body not declared as application/json.",

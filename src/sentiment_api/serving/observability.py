@@ -40,63 +40,87 @@ class Metrics:
         self.registry = registry
         r = registry
         self.requests = Counter(
-            "sentiment_requests", "HTTP requests by route and status.", ["route", "status"], registry=r
+            "sentiment_requests",
+            "HTTP requests by route, status and model (empty for routes that name none).",
+            ["route", "status", "model"],
+            registry=r,
         )
         self.latency = Histogram(
-            "sentiment_request_seconds", "Request latency.", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+            "sentiment_request_seconds",
+            "Request latency.",
+            ["route", "model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.in_flight = Gauge(
             "sentiment_in_flight_requests", "Requests being served.", registry=r, multiprocess_mode="livesum"
         )
         self.queue_depth = Gauge(
-            "sentiment_queue_depth", "Texts waiting for inference.", registry=r, multiprocess_mode="livesum"
+            "sentiment_queue_depth",
+            "Texts waiting for inference.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livesum",
         )
         self.streams = Gauge(
             "sentiment_inference_streams",
             "Inference streams (batches that can run at once).",
+            ["model"],
             registry=r,
             multiprocess_mode="livesum",
         )
         self.streams_busy = Gauge(
             "sentiment_inference_streams_busy",
             "Inference streams running a batch now: busy / streams is the model's saturation.",
+            ["model"],
             registry=r,
             multiprocess_mode="livesum",
         )
         self.queue_wait = Histogram(
             "sentiment_queue_wait_seconds",
             "Time a request waited for its batch.",
+            ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.inference = Histogram(
             "sentiment_inference_seconds",
             "Model time per inference call.",
+            ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
         self.batch_size = Histogram(
             "sentiment_batch_size",
             "Texts per inference call.",
+            ["model"],
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256),
             registry=r,
         )
         self.tokens = Histogram(
-            "sentiment_input_tokens", "Tokens per text.", buckets=(8, 16, 32, 64, 128, 256, 512), registry=r
+            "sentiment_input_tokens",
+            "Tokens per text.",
+            ["model"],
+            buckets=(8, 16, 32, 64, 128, 256, 512),
+            registry=r,
         )
-        self.truncated = Counter("sentiment_truncated_texts", "Texts cut to the model's length.", registry=r)
-        self.predictions = Counter("sentiment_predictions", "Predicted labels.", ["label"], registry=r)
+        self.truncated = Counter(
+            "sentiment_truncated_texts", "Texts cut to the model's length.", ["model"], registry=r
+        )
+        self.predictions = Counter(
+            "sentiment_predictions", "Predicted labels.", ["model", "label"], registry=r
+        )
         self.scores = Histogram(
             "sentiment_prediction_score",
             "Probability of the predicted label.",
-            ["label"],
+            ["model", "label"],
             buckets=(0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0),
             registry=r,
         )
         self.model = Gauge(
             "sentiment_model_info",
-            "The served model.",
-            ["model_version", "variant"],
+            "The served models: one series per name, with its version and variant.",
+            ["model", "model_version", "variant"],
             registry=r,
             multiprocess_mode="max",
         )
@@ -118,6 +142,7 @@ class Metrics:
             "sentiment_shed_requests",
             "Requests shed under load: refused with 429 because the inference queue was full (by texts or "
             "by expected wait), or answered 503 after waiting past queue_timeout_ms or the deadline.",
+            ["model"],
             registry=r,
         )
         self.dropped_connections = Counter(
@@ -131,26 +156,14 @@ class Metrics:
             "sentiment_training_label_share",
             "Share of each label in the served model's training split (from its card): the baseline "
             "the prediction-drift alert compares live label shares with.",
-            ["label"],
+            ["model", "label"],
             registry=r,
             multiprocess_mode="max",
         )
 
-    def record_batch(self, stats: BatchStats) -> None:
-        """Called by the batcher after every inference call."""
-        self.inference.observe(stats.seconds)
-        self.batch_size.observe(stats.texts)
-
-    def record_texts(
-        self, tokens: Iterable[int], truncated: Iterable[bool], labels: Iterable[str], scores: Iterable[float]
-    ) -> None:
-        """Per-text figures of one request."""
-        for count in tokens:
-            self.tokens.observe(count)
-        self.truncated.inc(sum(truncated))
-        for label, score in zip(labels, scores, strict=True):
-            self.predictions.labels(label).inc()
-            self.scores.labels(label).observe(score)
+    def for_model(self, name: str) -> ModelMetrics:
+        """The metrics of the model served under ``name``: each one's series for that name."""
+        return ModelMetrics(self, name)
 
     def exposition(self) -> bytes:
         """The text format: all workers' values in multiprocess mode, else this registry's."""
@@ -160,6 +173,46 @@ class Metrics:
         """Drop this process's live gauges from the merged view when it exits."""
         if os.environ.get(MULTIPROC_ENV):
             multiprocess.mark_process_dead(os.getpid())  # type: ignore[no-untyped-call]
+
+
+class ModelMetrics:
+    """One served model's series of the service's metrics (the ``model`` label filled in)."""
+
+    def __init__(self, metrics: Metrics, name: str) -> None:
+        self.name = name
+        self._metrics = metrics
+        self.queue_depth = metrics.queue_depth.labels(name)
+        self.streams = metrics.streams.labels(name)
+        self.streams_busy = metrics.streams_busy.labels(name)
+        self.queue_wait = metrics.queue_wait.labels(name)
+        self.shed = metrics.shed.labels(name)
+        self._inference = metrics.inference.labels(name)
+        self._batch_size = metrics.batch_size.labels(name)
+        self._tokens = metrics.tokens.labels(name)
+        self._truncated = metrics.truncated.labels(name)
+
+    def record_batch(self, stats: BatchStats) -> None:
+        """Called by the batcher after every inference call."""
+        self._inference.observe(stats.seconds)
+        self._batch_size.observe(stats.texts)
+
+    def record_texts(
+        self, tokens: Iterable[int], truncated: Iterable[bool], labels: Iterable[str], scores: Iterable[float]
+    ) -> None:
+        """Per-text figures of one request."""
+        for count in tokens:
+            self._tokens.observe(count)
+        self._truncated.inc(sum(truncated))
+        metrics = self._metrics
+        for label, score in zip(labels, scores, strict=True):
+            metrics.predictions.labels(self.name, label).inc()
+            metrics.scores.labels(self.name, label).observe(score)
+
+    def record_model(self, version: str, variant: str, label_shares: dict[str, float]) -> None:
+        """The loaded version (its info series) and its training label shares, the drift baseline."""
+        self._metrics.model.labels(self.name, version, variant).set(1)
+        for label, share in label_shares.items():
+            self._metrics.training_share.labels(self.name, label).set(share)
 
 
 class _LiveWorkers:
@@ -266,6 +319,8 @@ class RequestLogMiddleware:
         self.app = app
         self.metrics = metrics
         self.routes = routes
+        # a route with a parameter (/models/{name}) counts under its template, not each path
+        self.templates = [(route.split("{", 1)[0], route) for route in sorted(routes) if "{" in route]
         self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -277,7 +332,7 @@ class RequestLogMiddleware:
         state = scope.setdefault("state", {})
         state["request_id"] = request_id
         state["arrived"] = started
-        route = scope["path"] if scope["path"] in self.routes else "other"
+        route = self._route(scope["path"])
         status = 0
         header = (b"x-request-id", request_id.encode())
 
@@ -304,8 +359,9 @@ class RequestLogMiddleware:
         finally:
             seconds = time.monotonic() - started
             self.metrics.in_flight.dec()
-            self.metrics.requests.labels(route, str(status)).inc()
-            self.metrics.latency.labels(route).observe(seconds)
+            model = state.get("model", "")
+            self.metrics.requests.labels(route, str(status), model).inc()
+            self.metrics.latency.labels(route, model).observe(seconds)
             fields = {
                 "request_id": request_id,
                 "method": scope["method"],
@@ -315,6 +371,15 @@ class RequestLogMiddleware:
                 **state.get("log", {}),
             }
             access_log.info("request", extra={"fields": fields})
+
+    def _route(self, path: str) -> str:
+        """The route label of ``path``: itself, its template, or ``other`` (bounded cardinality)."""
+        if path in self.routes:
+            return path
+        for prefix, template in self.templates:
+            if path.startswith(prefix) and "/" not in path[len(prefix) :]:
+                return template
+        return "other"
 
 
 def _request_id(scope: Scope) -> str:

@@ -22,7 +22,7 @@ from starlette.responses import Response
 from sentiment_api.core.errors import InputError, MalformedBodyError, UnsupportedMediaTypeError
 from sentiment_api.core.settings import Settings
 from sentiment_api.serving.errors import documented_errors, json_response
-from sentiment_api.serving.schemas import Health, ModelInfo, Probe
+from sentiment_api.serving.schemas import Health, ModelInfo, ModelList, Probe
 from sentiment_api.serving.service import Outcome, SentimentService, State
 
 TIMING_HEADERS = {
@@ -58,8 +58,20 @@ async def readyz(request: Request) -> Response:
 
 
 async def model(request: Request) -> Response:
-    """Labels, metrics, variant and hashes of the served model."""
+    """Labels, metrics, variant and hashes of the default model."""
     return json_response(request.app.state.service.card())
+
+
+async def models(request: Request) -> Response:
+    """Every served model: name, version, labels, variant, device, state and headline scores."""
+    service: SentimentService = request.app.state.service
+    return json_response({"models": service.cards(), "default": service.default})
+
+
+async def named_model(request: Request) -> Response:
+    """One served model's card, by the name it is served under (404 naming the known ones); the
+    path parameter is documented by :func:`_name_parameter`, with the names this service holds."""
+    return json_response(request.app.state.service.card(request.path_params["name"]))
 
 
 async def prometheus(request: Request) -> Response:
@@ -84,11 +96,12 @@ async def predict(request: Request) -> Response:
         return Response(status_code=499)  # gone before its body was in; nobody reads this
     payload = _parse(raw, *app_state.request_models)
     texts = payload["texts"] if "texts" in payload else [payload["text"]]
-    outcome = await service.predict(texts, payload["top_k"], deadline, request.receive)
+    state.model = service.model(payload["model"]).name  # the request's metrics and log line name it
+    outcome = await service.predict(texts, payload["top_k"], deadline, request.receive, payload["model"])
     if outcome is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
     batch = outcome.batch
-    body = _answer(outcome, "texts" in payload, service.version)
+    body = _answer(outcome, "texts" in payload)
     state.log = _log_fields(outcome, texts, settings.log_text)
     return json_response(
         body,
@@ -104,6 +117,7 @@ def install_routes(
     request_models: tuple[type[BaseModel], type[BaseModel]],
     protected_errors: tuple[int, ...],
     public_metrics: bool = True,
+    model_names: tuple[str, ...] = (),
 ) -> None:
     """Every route of the API on ``app`` (``/metrics`` only when ``public_metrics``), documented with
     the request models ``/predict`` validates by hand and the errors the guards may answer.
@@ -133,6 +147,23 @@ def install_routes(
         summary="Model card",
         responses=documented_errors(*protected_errors, 500, 503),
     )
+    app.add_api_route(
+        "/models",
+        models,
+        methods=["GET"],
+        response_model=ModelList,
+        summary="Every served model",
+        responses=documented_errors(*protected_errors, 500),
+    )
+    app.add_api_route(
+        "/models/{name}",
+        named_model,
+        methods=["GET"],
+        response_model=ModelInfo,
+        summary="One served model's card",
+        responses=documented_errors(*protected_errors, 404, 500, 503),
+        openapi_extra=_name_parameter(model_names),
+    )
     if public_metrics:
         text = {"content": {"text/plain": {"schema": {"type": "string"}}}, "description": "Metrics"}
         keyed = documented_errors(*protected_errors) if 401 in protected_errors else {}
@@ -154,6 +185,13 @@ def install_routes(
     )
 
 
+def _name_parameter(model_names: tuple[str, ...]) -> dict[str, Any]:
+    """The ``{name}`` path parameter, listing the names this service holds (when given)."""
+    schema: dict[str, Any] = {"type": "string"} | ({"enum": list(model_names)} if model_names else {})
+    parameter = {"name": "name", "in": "path", "required": True, "schema": schema}
+    return {"parameters": [parameter | {"description": "The name a model is served under."}]}
+
+
 def _predict_responses(protected_errors: tuple[int, ...]) -> dict[int | str, dict[str, Any]]:
     headers = {
         name: {"description": text, "schema": {"type": "string"}} for name, text in TIMING_HEADERS.items()
@@ -168,7 +206,7 @@ def _predict_responses(protected_errors: tuple[int, ...]) -> dict[int | str, dic
             "content": {"application/json": {"schema": {"anyOf": answers}}},
             "headers": headers,
         },
-        **documented_errors(400, *protected_errors, 408, 413, 415, 422, 429, 500, 503),
+        **documented_errors(400, *protected_errors, 404, 408, 413, 415, 422, 429, 500, 503),
     }
 
 
@@ -177,7 +215,7 @@ def _predict_body(request_models: tuple[type[BaseModel], type[BaseModel]]) -> di
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": one_of}}}}}
 
 
-def _answer(outcome: Outcome, batch_form: bool, version: str | None) -> dict[str, Any]:
+def _answer(outcome: Outcome, batch_form: bool) -> dict[str, Any]:
     """The response body: the earlier service's two fields first, in their order, then the new ones."""
     results = [
         {
@@ -190,13 +228,19 @@ def _answer(outcome: Outcome, batch_form: bool, version: str | None) -> dict[str
     ]
     seconds = outcome.batch.inference_seconds
     if batch_form:
-        return {"results": results, "inference_time": seconds, "model_version": version}
+        return {
+            "results": results,
+            "inference_time": seconds,
+            "model_version": outcome.version,
+            "model": outcome.model,
+        }
     first = results[0]
     return {
         "sentiment": first["sentiment"],
         "inference_time": seconds,
-        "model_version": version,
+        "model_version": outcome.version,
         "truncated": first["truncated"],
+        "model": outcome.model,
     }
 
 
@@ -209,6 +253,8 @@ def _log_fields(outcome: Outcome, texts: list[str], log_text: bool) -> dict[str,
         "batch_size": batch.batch_size,
         "texts": len(texts),
         "label": outcome.predictions[0].label if len(texts) == 1 else None,
+        "model": outcome.model,
+        "model_version": outcome.version,
     }
     if log_text:
         fields["text"] = texts[0] if len(texts) == 1 else texts

@@ -81,7 +81,7 @@ def raise_open_files_limit(settings: Settings) -> None:
 def serve(settings: Settings) -> None:
     """Serve until SIGTERM or Ctrl-C; each worker builds its app from the same ``SENTIMENT_*`` settings.
 
-    A missing or broken model card, or a device the model cannot run on, is one error now, before
+    A missing or broken model card, or a device a model cannot run on, is one error now, before
     any worker starts, rather than one per worker."""
     require("uvicorn")
     require("httptools")
@@ -90,7 +90,8 @@ def serve(settings: Settings) -> None:
     from sentiment_api.core.engine import device_for
     from sentiment_api.serving.connections import GuardedHttpProtocol
 
-    device_for(settings.model, settings.device)
+    for package in settings.packages.values():
+        device_for(package, settings.device)
     export_settings(settings)
     raise_open_files_limit(settings)
     cleanup: list[Callable[[], None]] = []

@@ -61,6 +61,12 @@ def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[Base
         1, ge=1, le=MAX_TOP_K, description="How many labels to return, best first; more than exist: all."
     )
     strict = ConfigDict(extra="forbid", strict=True)
+    model_field = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="Name of the model to ask (GET /models lists them); the default model when absent.",
+    )
 
     class PredictRequest(BaseModel):
         """One tweet to classify."""
@@ -68,6 +74,7 @@ def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[Base
         model_config = strict
         text: text_type = Field(description=f"The tweet, 1 to {max_text_chars} characters, any script.")
         top_k: top_k_type = top_k_field
+        model: str | None = model_field
 
     class BatchPredictRequest(BaseModel):
         """Several tweets to classify; results come back in the same order."""
@@ -77,6 +84,7 @@ def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[Base
             min_length=1, max_length=max_batch_texts, description=f"1 to {max_batch_texts} tweets."
         )
         top_k: top_k_type = top_k_field
+        model: str | None = model_field
 
     return PredictRequest, BatchPredictRequest
 
@@ -95,6 +103,7 @@ class PredictResponse(BaseModel):
     inference_time: float = Field(description="Seconds the model ran for the batch holding this text.")
     model_version: str = Field(description="Name, variant and hash prefix of the model package.")
     truncated: bool = Field(description="Whether the text was cut to the model's maximum length.")
+    model: str = Field(description="The name of the model that answered.")
 
 
 class BatchItem(BaseModel):
@@ -110,6 +119,7 @@ class BatchPredictResponse(BaseModel):
     results: list[BatchItem]
     inference_time: float
     model_version: str
+    model: str
 
 
 class ErrorDetail(BaseModel):
@@ -159,3 +169,24 @@ class ModelInfo(BaseModel):
     gate: GateReport | None
     label_shares: dict[str, float]
     versions: dict[str, str]
+    model: str = Field(description="The name it is served under.")
+    device: str = Field(description="Where it runs: cpu or cuda.")
+    state: str = Field(description="loading, ready or failed.")
+
+
+class ModelEntry(BaseModel):
+    """One served model in ``GET /models``: its card once loaded, its name and state before."""
+
+    model_config = ConfigDict(protected_namespaces=(), extra="allow")
+
+    model: str
+    state: str
+    default: bool
+    model_version: str | None
+
+
+class ModelList(BaseModel):
+    """Every model this service holds, the default first."""
+
+    models: list[ModelEntry]
+    default: str
