@@ -24,6 +24,7 @@ from sentiment_api.serving.process import ServiceProcess
 from sentiment_api.serving.process import free_port as free_port
 
 READY_TIMEOUT_S = 60
+LIVE_ADMIN_KEY = "live-admin-0123456789abcdef"  # the admin key of the serving tests' live server
 
 
 def settings_for(package: Path, **overrides: Any) -> Settings:

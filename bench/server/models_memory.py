@@ -18,9 +18,9 @@ import platform
 from pathlib import Path
 
 import httpx
+from wrk_load import SHIPPED_MODEL, tweets
 
 from sentiment_api.serving.process import running_service
-from wrk_load import SHIPPED_MODEL, tweets
 
 
 def cpu_model() -> str:
@@ -54,13 +54,17 @@ def measure(count: int, package: Path, requests: int) -> dict[str, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--models", type=int, default=3, help="measure 1 .. this many models")
     parser.add_argument("--package", type=Path, default=SHIPPED_MODEL, help="the package each name loads")
     parser.add_argument("--requests", type=int, default=300, help="single-tweet requests per model")
     args = parser.parse_args()
     size = sum(f.stat().st_size for f in args.package.iterdir() if f.is_file()) / 2**20
-    print(f"# CPU {cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; package {size:.1f} MiB")
+    print(
+        f"# CPU {cpu_model()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}; package {size:.1f} MiB"
+    )
     rows = []
     for count in range(1, args.models + 1):
         row = measure(count, args.package, args.requests)

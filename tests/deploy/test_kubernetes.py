@@ -89,19 +89,29 @@ def test_prometheus_scrapes_the_metrics_port_which_only_it_can_reach(overlay, tm
     container = documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]
     ports = {port["name"]: port["containerPort"] for port in container["ports"]}
     service = {port["name"]: port["targetPort"] for port in documents["Service"]["spec"]["ports"]}
+    rules = documents["NetworkPolicy"]["spec"]["ingress"]
     allowed = {
         rule["from"][0]["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"]: [
             port["port"] for port in rule["ports"]
         ]
-        for rule in documents["NetworkPolicy"]["spec"]["ingress"]
+        for rule in rules
+        if "namespaceSelector" in rule["from"][0]
     }
+    admin = [rule for rule in rules if "podSelector" in rule["from"][0]]
 
     assert ports == {
         "http": int(settings["SENTIMENT_PORT"]),
         "metrics": int(settings["SENTIMENT_METRICS_PORT"]),
+        "admin": int(settings["SENTIMENT_ADMIN_PORT"]),
     }
-    assert service == {"http": "http", "metrics": "metrics"}
+    assert service == {"http": "http", "metrics": "metrics"}  # the admin port is not a Service's
     assert allowed == {"ingress-nginx": [ports["http"]], "monitoring": [ports["metrics"]]}
+    # the admin port: only labelled pods of the namespace (a podSelector alone), never the ingress
+    selector = {"matchExpressions": [{"key": "sentiment-api/admin", "operator": "In", "values": ["true"]}]}
+    assert [rule["from"][0] for rule in admin] == [{"podSelector": selector}]
+    assert [port["port"] for port in admin[0]["ports"]] == [ports["admin"]]
+    env = {e["name"]: e for e in documents["Deployment"]["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["SENTIMENT_ADMIN_KEYS"]["valueFrom"]["secretKeyRef"]["optional"] is True
     assert documents["Ingress"]["spec"]["rules"][0]["http"]["paths"][0]["backend"]["service"]["port"] == {
         "name": "http"
     }

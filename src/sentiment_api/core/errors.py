@@ -93,3 +93,24 @@ class NotReadyError(ServiceError):
 
 class UnknownModelError(ServiceError):
     """A request named a model the service does not hold (the message lists the ones it does)."""
+
+
+class AdminDisabledError(ServiceError):
+    """The admin API was called, but no admin key (or no models directory) is configured."""
+
+
+class ModelUpdateError(ServiceError):
+    """A model update was refused (a package that fails a check, nothing to roll back to, several
+    worker processes); the version that was serving goes on serving."""
+
+
+class PackageNotAllowedError(InputError):
+    """The admin API was asked for a package outside the models directory it may read."""
+
+
+class PackageNotFoundError(InputError):
+    """The admin API was asked for a package the models directory does not hold."""
+
+
+class RouteNotFoundError(ServiceError):
+    """A route this port does not serve (the admin API, on the public port when it has its own)."""

@@ -29,7 +29,7 @@ from sentiment_api.core.model_sources import parse_entries
 ENV_PREFIX = "SENTIMENT_"
 MIN_API_KEY_CHARS = 16
 # set only in the environment (or a file), never on a command line, where `ps` would show them
-ENVIRONMENT_ONLY = ("api_keys",)
+ENVIRONMENT_ONLY = ("api_keys", "admin_keys")
 # defaults shown in words where the value would not help (a path inside the installed package)
 SHOWN_DEFAULTS = {"model": "the model shipped with the package"}
 # the groups the settings are shown in, in this order
@@ -273,6 +273,26 @@ class Settings(BaseSettings):
         description="File with one accepted API key per line (added to api_keys).",
         json_schema_extra=_SECURITY,
     )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Keys of the admin API (PUT /admin/models/{name}, rollback), comma-separated, sent "
+        "as X-Admin-Key; separate from the client keys. None: the admin API is off. Never logged.",
+        json_schema_extra=_SECURITY,
+    )
+    models_dir: Path | None = Field(
+        None,
+        description="The only directory the admin API may load packages from (a package is named by "
+        "its path inside it). Unset: the admin API cannot load any.",
+        json_schema_extra=_SECURITY,
+    )
+    admin_port: int | None = Field(
+        None,
+        ge=1,
+        le=65535,
+        description="Answer the admin API only on this port (for a network policy to keep inside the "
+        "cluster), and 404 on the public one. Unset: on the public port. Needs a single worker.",
+        json_schema_extra=_SECURITY,
+    )
     rate_limit_per_s: float | None = Field(
         None,
         gt=0.0,
@@ -447,12 +467,12 @@ class Settings(BaseSettings):
         """The name of the model that requests naming none get."""
         return self.default_model or next(iter(parse_entries(self.model)))
 
-    @field_validator("api_keys", "cors_origins", "forwarded_allow_ips", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", "forwarded_allow_ips", mode="before")
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return _split_commas(value)
 
-    @field_validator("api_keys")
+    @field_validator("api_keys", "admin_keys")
     @classmethod
     def _strong_keys(cls, keys: list[SecretStr]) -> list[SecretStr]:
         return _check_keys(keys)
@@ -495,11 +515,18 @@ class Settings(BaseSettings):
                 f"queue_size ({self.queue_size}) must hold one full batch request "
                 f"(max_batch_texts = {self.max_batch_texts})"
             )
+        client_keys = {key.get_secret_value() for key in self.api_keys}
+        if any(key.get_secret_value() in client_keys for key in self.admin_keys):
+            raise ValueError("an admin key must not also be a client API key")
         if "*" in self.cors_origins and self.api_keys:
             raise ValueError("CORS origin '*' with API keys would let any web page use a leaked key")
         if self.default_model is not None and self.default_model not in parse_entries(self.model):
             known = ", ".join(parse_entries(self.model))
             raise ValueError(f"default_model {self.default_model!r} is none of the models given ({known})")
+        if self.admin_port is not None and self.admin_port in (self.port, self.metrics_port):
+            raise ValueError(f"admin_port ({self.admin_port}) must differ from port and metrics_port")
+        if self.admin_port is not None and self.workers > 1:
+            raise ValueError("admin_port needs workers = 1 (updates through the admin API need one process)")
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise ValueError(f"metrics_port ({self.metrics_port}) must differ from port")
         return self

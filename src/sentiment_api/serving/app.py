@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry
 from sentiment_api import __version__
 from sentiment_api.core.engine import Classifier
 from sentiment_api.core.settings import Settings, load_settings
+from sentiment_api.serving.admin import UpdateRequest, install_admin_routes
 from sentiment_api.serving.docs import install_docs, install_openapi, install_ui
 from sentiment_api.serving.errors import install_error_handlers
 from sentiment_api.serving.lifecycle import lifespan
@@ -59,7 +60,8 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> Fast
     if settings.docs:
         install_docs(app)
         install_ui(app)
-    install_openapi(app, models)
+    install_admin_routes(app, tuple(settings.packages))
+    install_openapi(app, (*models, UpdateRequest))
     install_guards(app, settings, metrics, state.buckets)
     install_cors(app, settings.cors_origins)
     routes = {getattr(route, "path", "") for route in app.routes} - {""}

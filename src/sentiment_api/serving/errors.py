@@ -16,15 +16,20 @@ from fastapi import FastAPI, Request
 from starlette.responses import Response
 
 from sentiment_api.core.errors import (
+    AdminDisabledError,
     AuthenticationError,
     DeadlineExceededError,
     InputError,
     MalformedBodyError,
+    ModelUpdateError,
     NotReadyError,
+    PackageNotAllowedError,
+    PackageNotFoundError,
     PayloadTooLargeError,
     QueueFullError,
     RateLimitedError,
     RequestTimeoutError,
+    RouteNotFoundError,
     SentimentError,
     UnknownModelError,
     UnsupportedMediaTypeError,
@@ -35,8 +40,13 @@ log = logging.getLogger("sentiment_api.serving")
 HTTP_STATUS: dict[type[SentimentError], int] = {
     MalformedBodyError: 400,
     AuthenticationError: 401,
+    AdminDisabledError: 403,
+    PackageNotAllowedError: 403,
+    PackageNotFoundError: 404,
+    RouteNotFoundError: 404,
     UnknownModelError: 404,
     RequestTimeoutError: 408,
+    ModelUpdateError: 409,
     PayloadTooLargeError: 413,
     UnsupportedMediaTypeError: 415,
     InputError: 422,
@@ -99,7 +109,12 @@ def documented_errors(*statuses: int) -> dict[int | str, dict[str, object]]:
     reasons = {
         400: "Body is not JSON (bad syntax or invalid UTF-8).",
         401: "API key missing or unknown.",
-        404: "No model of that name; the message lists the ones this service holds.",
+        403: "The admin API is off (no admin key, or no models directory, is configured), or the "
+        "package named is outside the models directory.",
+        404: "No model of that name (the message lists the ones this service holds), or no such "
+        "package in the models directory.",
+        409: "Update refused: the package failed a check (integrity, gate, warm-up), there is no "
+        "earlier version to roll back to, or the service runs several worker processes.",
         408: "The body did not arrive within the read timeout.",
         413: "Body larger than the byte limit.",
         415: "Body not declared as application/json.",

@@ -214,6 +214,10 @@ class ModelMetrics:
         for label, share in label_shares.items():
             self._metrics.training_share.labels(self.name, label).set(share)
 
+    def forget_model(self, version: str, variant: str) -> None:
+        """Mark a released version's info series 0 (its successor has recorded its own as 1)."""
+        self._metrics.model.labels(self.name, version, variant).set(0)
+
 
 class _LiveWorkers:
     """Every worker's values from the multiprocess directory, minus the live gauges of dead ones."""

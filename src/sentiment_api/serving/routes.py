@@ -89,7 +89,7 @@ async def predict(request: Request) -> Response:
     settings: Settings = app_state.settings
     deadline = getattr(state, "arrived", time.monotonic()) + settings.request_timeout_s
     service.admit()
-    _require_json(request.headers.get("content-type"))
+    require_json(request.headers.get("content-type"))
     try:
         raw = await request.body()
     except ClientDisconnect:
@@ -261,7 +261,7 @@ def _log_fields(outcome: Outcome, texts: list[str], log_text: bool) -> dict[str,
     return fields
 
 
-def _require_json(content_type: str | None) -> None:
+def require_json(content_type: str | None) -> None:
     if content_type is None:
         return  # old clients that send bare JSON keep working
     media_type = content_type.split(";", 1)[0].strip().lower()
@@ -273,6 +273,13 @@ def _require_json(content_type: str | None) -> None:
 
 def _parse(body: bytes, single_model: type[BaseModel], batch_model: type[BaseModel]) -> dict[str, Any]:
     """The body as a validated request (dict form), or an :class:`InputError` naming each field."""
+    data = json_object(body, '{"text": "..."} or {"texts": ["...", ...]}')
+    return validated(batch_model if "texts" in data else single_model, data)
+
+
+def json_object(body: bytes, shape: str) -> dict[str, Any]:
+    """The body as a JSON object; a 400 for bad JSON, a 422 for another value (``shape`` says what
+    the object looks like)."""
     try:
         data = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -280,9 +287,13 @@ def _parse(body: bytes, single_model: type[BaseModel], batch_model: type[BaseMod
             f"body is not valid JSON: {exc}", [_error("body", str(exc), "json_invalid")]
         ) from None
     if not isinstance(data, dict):
-        message = 'body must be a JSON object: {"text": "..."} or {"texts": ["...", ...]}'
+        message = f"body must be a JSON object: {shape}"
         raise InputError(message, [_error("body", message, "object_expected")])
-    model = batch_model if "texts" in data else single_model
+    return data
+
+
+def validated(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` validated by ``model`` (dict form), or an :class:`InputError` naming each field."""
     try:
         return model.model_validate(data).model_dump()
     except ValidationError as exc:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import resource
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable
@@ -18,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from sentiment_api.core.errors import ConfigError
 from sentiment_api.core.extras import require
-from sentiment_api.core.settings import Settings
+from sentiment_api.core.settings import ENVIRONMENT_ONLY, Settings
 from sentiment_api.serving.limits import TokenBuckets
 from sentiment_api.serving.observability import MULTIPROC_ENV, logging_config
 
@@ -54,10 +55,10 @@ def prepare_state_dir(settings: Settings) -> Path | None:
 def export_settings(settings: Settings) -> None:
     """Put the explicitly set fields into ``SENTIMENT_*`` variables, which every worker reads.
 
-    API keys are left where they came from (the environment or a key file): copying them into the
-    environment would widen who can read them.
+    API and admin keys are left where they came from (the environment or a key file): copying them
+    into the environment would widen who can read them.
     """
-    for name in settings.model_fields_set - {"api_keys"}:
+    for name in settings.model_fields_set - set(ENVIRONMENT_ONLY):
         value = getattr(settings, name)
         if value is None:
             continue
@@ -122,9 +123,11 @@ def serve(settings: Settings) -> None:
     )
     try:
         if settings.metrics_port is not None:
-            _check_free(settings.host, settings.metrics_port)
+            _check_free(settings.host, settings.metrics_port, "metrics", "SENTIMENT_METRICS_PORT")
+        if settings.admin_port is not None:
+            _check_free(settings.host, settings.admin_port, "the admin API", "SENTIMENT_ADMIN_PORT")
         if settings.workers == 1:
-            _serve_one(config)  # the app serves metrics_port itself (see app.py)
+            _serve_one(config, settings.admin_port)  # the app serves metrics_port itself (see app.py)
         else:
             if settings.metrics_port is not None:
                 cleanup.append(_serve_merged_metrics(settings))
@@ -134,12 +137,17 @@ def serve(settings: Settings) -> None:
             step()
 
 
-def _serve_one(config: Config) -> None:
+def _serve_one(config: Config, admin_port: int | None = None) -> None:
+    """One process; with ``admin_port``, listening there too (the app tells the ports apart)."""
     import uvicorn
     from uvicorn.config import STARTUP_FAILURE
 
     server = uvicorn.Server(config)
-    server.run()
+    if admin_port is None:
+        server.run()
+    else:
+        sockets = [config.bind_socket(), _admin_socket(config, admin_port)]
+        server.run(sockets=sockets)
     if not server.started:
         sys.exit(STARTUP_FAILURE)
 
@@ -151,18 +159,25 @@ def _serve_many(config: Config, settings: Settings) -> None:
     SocketPerWorker(config, sockets).run()
 
 
-def _check_free(host: str, port: int) -> None:
-    """Fail now, in one line, if the metrics port is taken (rather than in a worker's start-up)."""
-    import socket
+def _admin_socket(config: Config, port: int) -> socket.socket:
+    """A listening socket on the admin port, bound as uvicorn binds the public one."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    listener = socket.socket(family, socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((config.host, port))
+    listener.listen(config.backlog)
+    listener.set_inheritable(True)
+    return listener
 
+
+def _check_free(host: str, port: int, what: str, variable: str) -> None:
+    """Fail now, in one line, if a side port is taken (rather than in a worker's start-up)."""
     with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((host, port))
         except OSError as exc:
-            raise ConfigError(
-                f"cannot serve metrics on {host}:{port}: {exc.strerror} (SENTIMENT_METRICS_PORT)"
-            ) from None
+            raise ConfigError(f"cannot serve {what} on {host}:{port}: {exc.strerror} ({variable})") from None
 
 
 def _serve_merged_metrics(settings: Settings) -> Callable[[], None]:

@@ -79,12 +79,16 @@ class ServedModel:
         self.batcher: MicroBatcher | None = None
         self.state = State.LOADING
         self.version: str | None = None
+        self.error: str | None = None  # why the load failed, in one line
         self._loading: asyncio.Task[None] | None = None
         self._tokenisers: ThreadPoolExecutor | None = None
+        self._active = 0  # requests that chose this version and have not been answered yet
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def start(self) -> None:
         """Load and warm the model in the background; it turns ready when done."""
-        self._loading = asyncio.get_running_loop().create_task(self._load(), name=f"load-{self.name}")
+        self._loading = asyncio.get_running_loop().create_task(self.load(), name=f"load-{self.name}")
 
     async def stop(self) -> None:
         """Finish queued work and stop the inference threads."""
@@ -95,7 +99,17 @@ class ServedModel:
         if self._tokenisers is not None:
             self._tokenisers.shutdown(wait=False, cancel_futures=True)
 
-    async def _load(self) -> None:
+    async def retire(self, successor: ServedModel) -> None:
+        """Stop once every request that chose this version has been answered (``successor`` took its
+        place for the ones after)."""
+        await self._idle.wait()
+        await self.stop()
+        if self.version not in (None, successor.version) and self.classifier is not None:
+            assert self.version is not None
+            self.metrics.forget_model(self.version, self.classifier.card.variant)
+
+    async def load(self) -> None:
+        """Load, warm and start batching; the state is READY after, or FAILED with :attr:`error`."""
         settings = self.settings
         try:
             if self.classifier is None:
@@ -127,9 +141,12 @@ class ServedModel:
             self.batcher.start()
             timings = await self.batcher.run_in_workers(self._warm_up)
             self.batcher.admission.assume_speed(sum(timings) / len(timings) / limits.streams)
-        except Exception:
+        except Exception as exc:
             log.exception("the model %s at %s could not be loaded", self.name, self.package)
+            self.error = " ".join(str(exc).split()) or type(exc).__name__
             self.state = State.FAILED
+            if self.batcher is not None:
+                await self.batcher.stop()
             return
         self.version = model_version(self.classifier)
         card = self.classifier.card
@@ -145,6 +162,8 @@ class ServedModel:
         )
 
     async def _until_loaded(self, deadline: float) -> None:
+        if self.state is State.READY:
+            return
         loading = self._loading
         if loading is not None and not loading.done():
             await asyncio.wait({loading}, timeout=max(0.0, deadline - time.monotonic()))
@@ -242,6 +261,22 @@ class ServedModel:
         A request that arrives while the model is still loading waits for it (within its deadline)
         rather than failing: with several workers, one may still be warming up when another is ready.
         """
+        self._active += 1
+        self._idle.clear()
+        try:
+            return await self._predict(texts, top_k, deadline, disconnected)
+        finally:
+            self._active -= 1
+            if not self._active:
+                self._idle.set()
+
+    async def _predict(
+        self,
+        texts: list[str],
+        top_k: int,
+        deadline: float,
+        disconnected: Callable[[], Awaitable[Any]] | None,
+    ) -> Outcome | None:
         await self._until_loaded(deadline)
         assert self.classifier is not None and self.batcher is not None
         classifier = self.classifier

@@ -7,14 +7,19 @@ batching and ranking is its :class:`~sentiment_api.serving.served_model.ServedMo
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from sentiment_api.core.engine import Classifier
-from sentiment_api.core.errors import UnknownModelError
+from sentiment_api.core.errors import ModelUpdateError, UnknownModelError
 from sentiment_api.core.settings import Settings
 from sentiment_api.serving.observability import Metrics
 from sentiment_api.serving.served_model import Outcome, ServedModel, State, model_version
+from sentiment_api.serving.updates import check_package
+
+log = logging.getLogger("sentiment_api.serving")
 
 __all__ = ["Outcome", "SentimentService", "State", "model_version"]
 
@@ -38,6 +43,9 @@ class SentimentService:
             for name, package in packages.items()
         }
         self._draining = False
+        self.history: dict[str, list[Path]] = {}  # each name's earlier packages, the latest last
+        self._updating = asyncio.Lock()  # one update at a time
+        self._retiring: set[asyncio.Task[None]] = set()
 
     @property
     def state(self) -> State:
@@ -80,7 +88,56 @@ class SentimentService:
 
     async def stop(self) -> None:
         """Finish queued work and stop every model's inference threads."""
-        await asyncio.gather(*(model.stop() for model in self.models.values()))
+        await asyncio.gather(*(model.stop() for model in self.models.values()), *self._retiring)
+
+    async def swap(self, name: str, package: Path, *, rollback: bool = False) -> dict[str, Any]:
+        """Serve ``package`` as ``name`` (a new name adds a model) without failing a request.
+
+        The package is checked (card, integrity, gate), loaded and warmed while the current version
+        serves; then requests switch at once, the ones that already chose the current version finish
+        on it, and it is released. A package that fails a check is a :class:`ModelUpdateError` and the
+        current version goes on serving. ``rollback`` marks a return to the previous version, which
+        is then dropped from the history instead of the current one being added to it.
+        """
+        if self.settings.workers > 1:
+            raise ModelUpdateError(
+                "updates through the admin API need a single worker process (each worker holds its "
+                "own models): replace the package directory and send the supervisor SIGHUP instead"
+            )
+        async with self._updating:
+            check_package(name, package)
+            current = self.models.get(name)
+            candidate = ServedModel(name, package, self.settings, self.metrics.for_model(name))
+            await candidate.load()
+            if candidate.state is State.FAILED:
+                keeps = f"; {current.version} keeps serving" if current is not None else ""
+                raise ModelUpdateError(f"model {name}: {package.name} refused: {candidate.error}{keeps}")
+            self.models[name] = candidate  # from here on, requests naming it get the new version
+            if rollback:
+                self.history[name].pop()
+            elif current is not None:
+                self.history.setdefault(name, []).append(current.package)
+            if current is not None:
+                task = asyncio.get_running_loop().create_task(current.retire(candidate))
+                self._retiring.add(task)
+                task.add_done_callback(self._retiring.discard)
+        previous = current.version if current is not None else None
+        log.info(
+            "model %s: %s now serves (was %s)",
+            name,
+            candidate.version,
+            previous,
+            extra={"fields": {"model": name, "model_version": candidate.version, "previous": previous}},
+        )
+        return {"model": name, "model_version": candidate.version, "previous_version": previous}
+
+    async def rollback(self, name: str) -> dict[str, Any]:
+        """Serve ``name``'s previous package again, through the same checks as :meth:`swap`."""
+        self.model(name)  # a 404 for an unknown name
+        earlier = self.history.get(name)
+        if not earlier:
+            raise ModelUpdateError(f"model {name}: no earlier version to roll back to")
+        return await self.swap(name, earlier[-1], rollback=True)
 
     def card(self, name: str | None = None) -> dict[str, Any]:
         """A model's card without local paths (the default model's when ``name`` is None)."""

@@ -1,0 +1,112 @@
+"""The admin API: a new version of a named model swapped in, and rolled back, while serving.
+
+Behind admin keys of its own (``X-Admin-Key``; client API keys do not open it), off when none is
+configured, and able to load packages only from inside ``models_dir``. Every call is logged.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.responses import Response
+
+from sentiment_api.core.errors import AdminDisabledError, AuthenticationError, RouteNotFoundError
+from sentiment_api.core.settings import Settings
+from sentiment_api.serving.errors import documented_errors, json_response
+from sentiment_api.serving.routes import json_object, require_json, validated
+from sentiment_api.serving.service import SentimentService
+from sentiment_api.serving.updates import package_in
+
+log = logging.getLogger("sentiment_api.admin")
+ADMIN_HEADER = "x-admin-key"
+
+
+class UpdateRequest(BaseModel):
+    """Which package to serve under the name."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+    package: str = Field(
+        min_length=1, max_length=1024, description="The package's directory, as a path inside models_dir."
+    )
+
+
+class UpdateResponse(BaseModel):
+    """The version that now serves, and the one it replaced (``None`` for a new name)."""
+
+    model_config = ConfigDict(protected_namespaces=())
+    model: str
+    model_version: str
+    previous_version: str | None
+
+
+def require_admin(request: Request) -> None:
+    """Pass a request carrying a configured admin key, on the admin port when there is one; 404 on
+    another port, 403 when no key is configured, 401 for a missing or unknown key."""
+    settings: Settings = request.app.state.settings
+    port = request.scope.get("server") or (None, None)
+    if settings.admin_port is not None and port[1] != settings.admin_port:
+        raise RouteNotFoundError("Not Found")  # the admin API answers on its own port only
+    if not settings.admin_keys:
+        raise AdminDisabledError("the admin API is off: set SENTIMENT_ADMIN_KEYS to turn it on")
+    presented = request.headers.get(ADMIN_HEADER, "").strip().encode()
+    if not any(
+        hmac.compare_digest(presented, key.get_secret_value().encode()) for key in settings.admin_keys
+    ):
+        request.app.state.metrics.auth_failures.labels("admin").inc()
+        address = request.client.host if request.client else "unknown"
+        log.warning("admin key missing or unknown from %s", address, extra={"fields": {"client": address}})
+        raise AuthenticationError("admin key missing or unknown (send it as X-Admin-Key)")
+
+
+async def put_model(request: Request) -> Response:
+    """Serve the package named in the body as ``{name}``: checked, loaded and warmed first; then
+    requests switch, and the previous version is released once its requests are answered."""
+    require_admin(request)
+    settings: Settings = request.app.state.settings
+    require_json(request.headers.get("content-type"))
+    body = validated(UpdateRequest, json_object(await request.body(), '{"package": "..."}'))
+    package = package_in(settings.models_dir, body["package"])
+    service: SentimentService = request.app.state.service
+    return json_response(await service.swap(request.path_params["name"], package))
+
+
+async def rollback_model(request: Request) -> Response:
+    """Serve ``{name}``'s previous version again, through the same checks."""
+    require_admin(request)
+    service: SentimentService = request.app.state.service
+    return json_response(await service.rollback(request.path_params["name"]))
+
+
+def install_admin_routes(app: FastAPI, model_names: tuple[str, ...]) -> None:
+    """The admin routes on ``app``, documented (they answer 403 while the admin API is off); a PUT
+    may name a new model, a rollback one of ``model_names``."""
+    errors = documented_errors(400, 401, 403, 404, 409, 413, 415, 422, 500)
+    name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    served = name | {"schema": {"type": "string", "enum": list(model_names)}}
+    body: dict[str, Any] = {
+        "required": True,
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/UpdateRequest"}}},
+    }
+    key = {"name": "X-Admin-Key", "in": "header", "required": True, "schema": {"type": "string"}}
+    app.add_api_route(
+        "/admin/models/{name}",
+        put_model,
+        methods=["PUT"],
+        response_model=UpdateResponse,
+        summary="Swap in a new version of a model (or add one)",
+        responses=errors,
+        openapi_extra={"parameters": [name, key], "requestBody": body},
+    )
+    app.add_api_route(
+        "/admin/models/{name}/rollback",
+        rollback_model,
+        methods=["POST"],
+        response_model=UpdateResponse,
+        summary="Roll a model back to its previous version",
+        responses=errors,
+        openapi_extra={"parameters": [served, key]},
+    )
