@@ -20,6 +20,7 @@ from sentiment_api.serving.errors import install_error_handlers
 from sentiment_api.serving.lifecycle import lifespan
 from sentiment_api.serving.limits import STATE_FILE, TokenBuckets
 from sentiment_api.serving.observability import Metrics, RequestLogMiddleware
+from sentiment_api.serving.oip import install_oip_routes
 from sentiment_api.serving.routes import install_routes
 from sentiment_api.serving.schemas import request_models
 from sentiment_api.serving.security import install_cors, install_guards, protected_errors
@@ -61,6 +62,7 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> Fast
         install_docs(app)
         install_ui(app)
     install_admin_routes(app, tuple(settings.packages))
+    install_oip_routes(app)
     install_openapi(app, (*models, UpdateRequest))
     install_guards(app, settings, metrics, state.buckets)
     install_cors(app, settings.cors_origins)

@@ -323,8 +323,8 @@ class RequestLogMiddleware:
         self.app = app
         self.metrics = metrics
         self.routes = routes
-        # a route with a parameter (/models/{name}) counts under its template, not each path
-        self.templates = [(route.split("{", 1)[0], route) for route in sorted(routes) if "{" in route]
+        # a route with parameters (/models/{name}) counts under its template, not each path
+        self.templates = [(route.split("/"), route) for route in sorted(routes) if "{" in route]
         self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -380,8 +380,12 @@ class RequestLogMiddleware:
         """The route label of ``path``: itself, its template, or ``other`` (bounded cardinality)."""
         if path in self.routes:
             return path
-        for prefix, template in self.templates:
-            if path.startswith(prefix) and "/" not in path[len(prefix) :]:
+        parts = path.split("/")
+        for segments, template in self.templates:
+            if len(segments) == len(parts) and all(
+                segment == part or (segment.startswith("{") and part)
+                for segment, part in zip(segments, parts, strict=True)
+            ):
                 return template
         return "other"
 

@@ -32,7 +32,13 @@ from sentiment_api.serving.limits import AuthFailureThrottle, RateLimiter, Token
 from sentiment_api.serving.observability import Metrics
 
 log = logging.getLogger("sentiment_api.security")
-PROTECTED = frozenset({"/predict", "/model"})  # the routes that need a key and count against the rate
+PROTECTED = frozenset(
+    {"/predict", "/model", "/models"}
+)  # the routes that need a key and count against the rate
+PROTECTED_PREFIXES = (
+    "/models/",
+    "/v2/models/",
+)  # and those under these (a model's card, the v2 model routes)
 
 
 def presented_key(scope: Scope) -> bytes | None:
@@ -110,7 +116,8 @@ class GuardMiddleware:
             return
         deadline = time.monotonic() + self.read_timeout_s
         try:
-            if scope["path"] in self.protected:
+            path = scope["path"]
+            if path in self.protected or path.startswith(PROTECTED_PREFIXES):
                 client = scope.get("client")
                 client_name = self._authenticate(scope, client[0] if client else "unknown")
                 if self.rate_limiter is not None:
