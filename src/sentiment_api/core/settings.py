@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sentiment_api.core.devices import CudaPrecision, Device, DeviceChoice, stream_layout
 from sentiment_api.core.errors import ConfigError
-from sentiment_api.core.model_sources import parse_entries
+from sentiment_api.core.model_sources import DEFAULT_NAME, parse_entries
 
 ENV_PREFIX = "SENTIMENT_"
 MIN_API_KEY_CHARS = 16
@@ -119,6 +119,21 @@ class Settings(BaseSettings):
         description="Model package directory (model.onnx, tokenizer.json, model_card.json), or "
         "NAME=DIR for a named one; several for several models in one process (comma-separated in the "
         "variable). A plain directory is the model named 'default'.",
+        json_schema_extra=_MODEL,
+    )
+    shadow: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="NAME=DIR: a candidate package that also answers a share of model NAME's requests, "
+        "off the response path, to measure how it agrees before it is promoted (a plain DIR shadows "
+        "the default model). GET /models/NAME/shadow summarises it.",
+        json_schema_extra=_MODEL,
+    )
+    shadow_share: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.0,
+        description="Share of a shadowed model's requests that its shadow also answers (dropped first "
+        "under load either way).",
         json_schema_extra=_MODEL,
     )
     default_model: str | None = Field(
@@ -440,7 +455,7 @@ class Settings(BaseSettings):
         }
         return {**unknown, **data}
 
-    @field_validator("model", mode="before")
+    @field_validator("model", "shadow", mode="before")
     @classmethod
     def _model_entries(cls, value: object) -> object:
         if isinstance(value, Path):
@@ -454,6 +469,16 @@ class Settings(BaseSettings):
     def _named_once(cls, entries: list[str]) -> list[str]:
         parse_entries(entries)
         return entries
+
+    @property
+    def shadows(self) -> dict[str, Path]:
+        """Each shadowed model's name -> its shadow's package (a plain directory: the default's)."""
+        if not self.shadow:
+            return {}
+        found = parse_entries(self.shadow)
+        if DEFAULT_NAME in found and DEFAULT_NAME not in self.packages:
+            found[self.default_name] = found.pop(DEFAULT_NAME)
+        return found
 
     @property
     def packages(self) -> dict[str, Path]:
@@ -527,6 +552,11 @@ class Settings(BaseSettings):
             raise ValueError(f"admin_port ({self.admin_port}) must differ from port and metrics_port")
         if self.admin_port is not None and self.workers > 1:
             raise ValueError("admin_port needs workers = 1 (updates through the admin API need one process)")
+        if self.shadow:
+            unknown = sorted(set(self.shadows) - set(parse_entries(self.model)))
+            if unknown:
+                known = ", ".join(parse_entries(self.model))
+                raise ValueError(f"shadow for {', '.join(unknown)}: no such model (the models are {known})")
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise ValueError(f"metrics_port ({self.metrics_port}) must differ from port")
         return self

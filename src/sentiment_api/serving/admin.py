@@ -81,6 +81,31 @@ async def rollback_model(request: Request) -> Response:
     return json_response(await service.rollback(request.path_params["name"]))
 
 
+async def put_shadow(request: Request) -> Response:
+    """Attach the package named in the body as ``{name}``'s shadow, after the same checks as a swap."""
+    require_admin(request)
+    settings: Settings = request.app.state.settings
+    require_json(request.headers.get("content-type"))
+    body = validated(UpdateRequest, json_object(await request.body(), '{"package": "..."}'))
+    package = package_in(settings.models_dir, body["package"])
+    service: SentimentService = request.app.state.service
+    return json_response(await service.attach_shadow(request.path_params["name"], package))
+
+
+async def detach_shadow(request: Request) -> Response:
+    """Detach ``{name}``'s shadow; its summary as it ends."""
+    require_admin(request)
+    service: SentimentService = request.app.state.service
+    return json_response(await service.detach_shadow(request.path_params["name"]))
+
+
+async def promote_shadow(request: Request) -> Response:
+    """Serve ``{name}``'s shadow as ``{name}``, through the same checks as a swap."""
+    require_admin(request)
+    service: SentimentService = request.app.state.service
+    return json_response(await service.promote_shadow(request.path_params["name"]))
+
+
 def install_admin_routes(app: FastAPI, model_names: tuple[str, ...]) -> None:
     """The admin routes on ``app``, documented (they answer 403 while the admin API is off); a PUT
     may name a new model, a rollback one of ``model_names``."""
@@ -110,3 +135,14 @@ def install_admin_routes(app: FastAPI, model_names: tuple[str, ...]) -> None:
         responses=errors,
         openapi_extra={"parameters": [served, key]},
     )
+    for path, route, method, summary in (
+        ("/admin/models/{name}/shadow", put_shadow, "PUT", "Attach a shadow to a model"),
+        ("/admin/models/{name}/shadow/detach", detach_shadow, "POST", "Detach a model's shadow"),
+        ("/admin/models/{name}/shadow/promote", promote_shadow, "POST", "Promote a model's shadow"),
+    ):
+        extra: dict[str, Any] = {"parameters": [served, key]}
+        if method == "PUT":
+            extra["requestBody"] = body
+        app.add_api_route(
+            path, route, methods=[method], summary=summary, responses=errors, openapi_extra=extra
+        )

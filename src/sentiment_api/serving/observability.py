@@ -161,6 +161,37 @@ class Metrics:
             multiprocess_mode="max",
         )
 
+        self.shadow_requests = Counter(
+            "sentiment_shadow_requests",
+            "Requests offered to a model's shadow, by outcome: compared, dropped (under load, or the "
+            "shadow not ready) or failed.",
+            ["model", "outcome"],
+            registry=r,
+        )
+        self.shadow_agreement = Counter(
+            "sentiment_shadow_agreement",
+            "Texts the shadow also answered, by whether its label agreed with the live model's.",
+            ["model", "agreed"],
+            registry=r,
+        )
+        self.shadow_predictions = Counter(
+            "sentiment_shadow_predictions", "The shadow's predicted labels.", ["model", "label"], registry=r
+        )
+        self.shadow_diff = Histogram(
+            "sentiment_shadow_probability_difference",
+            "Largest difference of a label's probability between the live model and its shadow, per text.",
+            ["model"],
+            buckets=(0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0),
+            registry=r,
+        )
+        self.shadow_seconds = Histogram(
+            "sentiment_shadow_seconds",
+            "Time the shadow took for a request (off the response path).",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+
     def for_model(self, name: str) -> ModelMetrics:
         """The metrics of the model served under ``name``: each one's series for that name."""
         return ModelMetrics(self, name)

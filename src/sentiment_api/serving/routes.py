@@ -112,6 +112,12 @@ async def predict(request: Request) -> Response:
     )
 
 
+async def shadow_summary(request: Request) -> Response:
+    """How the named model's shadow agrees with it: agreement, label shares, largest differences,
+    latency, dropped requests (404 when it has no shadow)."""
+    return json_response(request.app.state.service.shadow(request.path_params["name"]).summary())
+
+
 def install_routes(
     app: FastAPI,
     request_models: tuple[type[BaseModel], type[BaseModel]],
@@ -162,6 +168,14 @@ def install_routes(
         response_model=ModelInfo,
         summary="One served model's card",
         responses=documented_errors(*protected_errors, 404, 500, 503),
+        openapi_extra=_name_parameter(model_names),
+    )
+    app.add_api_route(
+        "/models/{name}/shadow",
+        shadow_summary,
+        methods=["GET"],
+        summary="How a model's shadow agrees with it",
+        responses=documented_errors(*protected_errors, 404, 500),
         openapi_extra=_name_parameter(model_names),
     )
     if public_metrics:

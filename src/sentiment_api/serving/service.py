@@ -17,6 +17,7 @@ from sentiment_api.core.errors import ModelUpdateError, UnknownModelError
 from sentiment_api.core.settings import Settings
 from sentiment_api.serving.observability import Metrics
 from sentiment_api.serving.served_model import Outcome, ServedModel, State, model_version
+from sentiment_api.serving.shadow import Shadow
 from sentiment_api.serving.updates import check_package
 
 log = logging.getLogger("sentiment_api.serving")
@@ -42,6 +43,7 @@ class SentimentService:
             )
             for name, package in packages.items()
         }
+        self.shadows = {name: self._shadow(name, package) for name, package in settings.shadows.items()}
         self._draining = False
         self.history: dict[str, list[Path]] = {}  # each name's earlier packages, the latest last
         self._updating = asyncio.Lock()  # one update at a time
@@ -77,10 +79,58 @@ class SentimentService:
             known = ", ".join(sorted(self.models))
             raise UnknownModelError(f"model: no model named {name!r}; this service holds {known}") from None
 
+    def _shadow(self, name: str, package: Path) -> Shadow:
+        """A shadow of model ``name``: one stream of one thread, so it takes little from the live path."""
+        quiet = self.settings.model_copy(update={"streams": 1, "threads": 1})
+        candidate = ServedModel(f"{name}-shadow", package, quiet, self.metrics.for_model(f"{name}-shadow"))
+        return Shadow(name, candidate, self.settings.shadow_share, self.metrics)
+
     def start(self) -> None:
-        """Load and warm every model in the background; readiness turns 200 when all are done."""
+        """Load and warm every model in the background; readiness turns 200 when all are done (a
+        shadow loads too, but readiness does not wait for it)."""
         for model in self.models.values():
             model.start()
+        for shadow in self.shadows.values():
+            shadow.candidate.start()
+
+    def shadow(self, name: str) -> Shadow:
+        """The shadow of model ``name`` (a 404 when it has none)."""
+        self.model(name)
+        if name not in self.shadows:
+            raise UnknownModelError(
+                f"model {name!r} has no shadow; attach one with --shadow or the admin API"
+            )
+        return self.shadows[name]
+
+    async def attach_shadow(self, name: str, package: Path) -> dict[str, Any]:
+        """Check, load and warm ``package`` as the shadow of ``name``, replacing any shadow it had."""
+        self.model(name)
+        check_package(name, package)
+        shadow = self._shadow(name, package)
+        await shadow.candidate.load()
+        if shadow.candidate.state is State.FAILED:
+            raise ModelUpdateError(f"shadow of {name}: {package.name} refused: {shadow.candidate.error}")
+        previous = self.shadows.get(name)
+        self.shadows[name] = shadow
+        if previous is not None:
+            await previous.stop()
+        return shadow.summary()
+
+    async def detach_shadow(self, name: str) -> dict[str, Any]:
+        """Stop comparing: the shadow's summary, as it ends."""
+        shadow = self.shadow(name)
+        del self.shadows[name]
+        await shadow.stop()
+        return shadow.summary()
+
+    async def promote_shadow(self, name: str) -> dict[str, Any]:
+        """Serve the shadow's package as ``name``, through the same checks as any swap; the shadow ends."""
+        shadow = self.shadow(name)
+        swapped = await self.swap(name, shadow.candidate.package)
+        if self.shadows.get(name) is shadow:
+            del self.shadows[name]
+            await shadow.stop()
+        return swapped
 
     def drain(self) -> None:
         """Report not-ready from now on, while still serving what arrives (SIGTERM calls this)."""
@@ -88,7 +138,11 @@ class SentimentService:
 
     async def stop(self) -> None:
         """Finish queued work and stop every model's inference threads."""
-        await asyncio.gather(*(model.stop() for model in self.models.values()), *self._retiring)
+        await asyncio.gather(
+            *(model.stop() for model in self.models.values()),
+            *(shadow.stop() for shadow in self.shadows.values()),
+            *self._retiring,
+        )
 
     async def swap(self, name: str, package: Path, *, rollback: bool = False) -> dict[str, Any]:
         """Serve ``package`` as ``name`` (a new name adds a model) without failing a request.
@@ -169,5 +223,11 @@ class SentimentService:
         model: str | None = None,
     ) -> Outcome | None:
         """The named model's predictions (the default's when ``model`` is None); ``None`` when the
-        client went away first."""
-        return await self.model(model).predict(texts, top_k, deadline, disconnected)
+        client went away first. A model with a shadow offers it the same texts afterwards."""
+        served = self.model(model)
+        outcome = await served.predict(texts, top_k, deadline, disconnected)
+        shadow = self.shadows.get(served.name)
+        if shadow is not None and outcome is not None and served.classifier is not None:
+            queued = served.batcher.depth if served.batcher is not None else 0
+            shadow.offer(texts, outcome, served.classifier.labels, queued)
+        return outcome

@@ -1,0 +1,114 @@
+"""Shadow traffic: a candidate answers a live model's requests off the response path; its agreement,
+label shares, largest differences and latency are summarised; it is promoted like any swap."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+from test_admin import ADMIN, ADMIN_KEY, version_of
+
+from live_server import serving, settings_for, wait_until
+
+
+@pytest.fixture(scope="module")
+def models_dir(onnx_package: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("shadow-models")
+    version_of(onnx_package, root / "v1", "brand-v1")
+    version_of(onnx_package, root / "v2", "brand-v2")  # the same weights: it agrees everywhere
+    swapped = version_of(onnx_package, root / "swapped", "brand-swapped")
+    card = json.loads((swapped / "model_card.json").read_text())
+    card["labels"] = card["labels"][1:] + card["labels"][:1]  # every answer names another label
+    (swapped / "model_card.json").write_text(json.dumps(card))
+    return root
+
+
+def ask(client, count: int) -> list[dict]:
+    answers = []
+    for index in range(count):
+        answers.append(client.post("/predict", json={"text": f"love the ipad {index}"}).json())
+        time.sleep(0.02)  # the shadow is off the response path: give it its turn
+    return answers
+
+
+def summary_when(client, name: str, texts: int) -> dict:
+    wait_until(lambda: client.get(f"/models/{name}/shadow").json()["compared_texts"] >= texts, timeout=30)
+    return client.get(f"/models/{name}/shadow").json()
+
+
+def test_a_shadow_with_the_same_weights_agrees_everywhere_and_answers_nobody(models_dir) -> None:
+    settings = settings_for(
+        models_dir / "v1", model=[f"brand={models_dir / 'v1'}"], shadow=[f"brand={models_dir / 'v2'}"]
+    )
+    with serving(settings) as client:
+        wait_until(lambda: client.get("/models/brand/shadow").json()["state"] == "ready")
+        answers = ask(client, 10)
+        summary = summary_when(client, "brand", 5)
+        metrics = client.get("/metrics").text
+
+    assert {a["model_version"].split("-")[1] for a in answers} == {"v1"}  # the live model answers
+    assert summary["shadow_version"].startswith("brand-v2-") and summary["agreement"] == 1.0
+    assert summary["live_label_shares"] == summary["shadow_label_shares"]
+    assert all(d["probability_difference"] < 1e-5 for d in summary["largest_differences"])
+    assert summary["compared_texts"] + summary["dropped_requests"] >= 5
+    assert summary["latency_ms"]["p50"] > 0
+    assert 'sentiment_shadow_agreement_total{agreed="true",model="brand"}' in metrics
+    assert 'sentiment_shadow_requests_total{model="brand",outcome="compared"}' in metrics
+
+
+def test_a_disagreeing_shadow_is_measured_then_promoted_through_the_admin_api(models_dir) -> None:
+    settings = settings_for(
+        models_dir / "v1", model=[f"brand={models_dir / 'v1'}"], admin_keys=[ADMIN_KEY], models_dir=models_dir
+    )
+    with serving(settings) as client:
+        assert client.get("/models/brand/shadow").status_code == 404
+        attached = client.put("/admin/models/brand/shadow", json={"package": "swapped"}, headers=ADMIN)
+        assert attached.status_code == 200, attached.text
+        ask(client, 10)
+        summary = summary_when(client, "brand", 5)
+        assert summary["agreement"] < 1.0
+        assert summary["live_label_shares"] != summary["shadow_label_shares"]
+        assert summary["largest_differences"][0]["live"] != summary["largest_differences"][0]["shadow"]
+
+        promoted = client.post("/admin/models/brand/shadow/promote", headers=ADMIN)
+        assert promoted.status_code == 200 and promoted.json()["model_version"].startswith("brand-swapped-")
+        assert client.get("/models/brand/shadow").status_code == 404  # promoted: no longer a shadow
+        answer = client.post("/predict", json={"text": "hi", "model": "brand"}).json()
+        assert answer["model_version"].startswith("brand-swapped-")
+
+        again = client.put("/admin/models/brand/shadow", json={"package": "v2"}, headers=ADMIN)
+        assert again.status_code == 200
+        detached = client.post("/admin/models/brand/shadow/detach", headers=ADMIN)
+        assert detached.status_code == 200 and client.get("/models/brand/shadow").status_code == 404
+
+
+def test_shadow_work_is_dropped_while_the_live_model_has_texts_queued(models_dir) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from sentiment_api.serving.observability import Metrics
+    from sentiment_api.serving.served_model import State
+    from sentiment_api.serving.shadow import Shadow
+
+    class Ready:
+        state = State.READY
+
+    metrics = Metrics(CollectorRegistry())
+    shadow = Shadow("brand", Ready(), 1.0, metrics)  # type: ignore[arg-type]
+    shadow.offer(["a tweet"], None, [], live_queued=3)  # type: ignore[arg-type]
+    assert shadow.stats.dropped == 1
+    assert (
+        metrics.registry.get_sample_value(
+            "sentiment_shadow_requests_total", {"model": "brand", "outcome": "dropped"}
+        )
+        == 1
+    )
+
+
+def test_a_shadow_for_a_model_not_served_is_refused(onnx_package) -> None:
+    from sentiment_api.core.errors import ConfigError
+    from sentiment_api.core.settings import load_settings
+
+    with pytest.raises(ConfigError, match="shadow for nope: no such model"):
+        load_settings(model=[str(onnx_package)], shadow=[f"nope={onnx_package}"])
