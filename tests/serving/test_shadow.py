@@ -4,6 +4,7 @@ label shares, largest differences and latency are summarised; it is promoted lik
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -34,7 +35,8 @@ def ask(client, count: int) -> list[dict]:
 
 
 def summary_when(client, name: str, texts: int) -> dict:
-    wait_until(lambda: client.get(f"/models/{name}/shadow").json()["compared_texts"] >= texts, timeout=30)
+    # the shadow runs on idle cores only: on a busy machine it waits its turn
+    wait_until(lambda: client.get(f"/models/{name}/shadow").json()["compared_texts"] >= texts, timeout=120)
     return client.get(f"/models/{name}/shadow").json()
 
 
@@ -45,14 +47,24 @@ def test_a_shadow_with_the_same_weights_agrees_everywhere_and_answers_nobody(mod
     with serving(settings) as client:
         wait_until(lambda: client.get("/models/brand/shadow").json()["state"] == "ready")
         answers = ask(client, 10)
-        summary = summary_when(client, "brand", 5)
+        summary = summary_when(client, "brand", 3)
         metrics = client.get("/metrics").text
+        service = client.app.state.service
+        policies = {
+            name: client.portal.call(model.batcher.run_in_workers, lambda: os.sched_getscheduler(0))
+            for name, model in (
+                ("live", service.model("brand")),
+                ("shadow", service.shadow("brand").candidate),
+            )
+        }
 
+    # the shadow's inference thread runs only on idle cores; the live model's are as they were
+    assert set(policies["shadow"]) == {os.SCHED_IDLE} and os.SCHED_IDLE not in policies["live"]
     assert {a["model_version"].split("-")[1] for a in answers} == {"v1"}  # the live model answers
     assert summary["shadow_version"].startswith("brand-v2-") and summary["agreement"] == 1.0
     assert summary["live_label_shares"] == summary["shadow_label_shares"]
     assert all(d["probability_difference"] < 1e-5 for d in summary["largest_differences"])
-    assert summary["compared_texts"] + summary["dropped_requests"] >= 5
+    assert 3 <= summary["compared_texts"] + summary["dropped_requests"] <= 10  # one of each request at most
     assert summary["latency_ms"]["p50"] > 0
     assert 'sentiment_shadow_agreement_total{agreed="true",model="brand"}' in metrics
     assert 'sentiment_shadow_requests_total{model="brand",outcome="compared"}' in metrics
@@ -67,7 +79,7 @@ def test_a_disagreeing_shadow_is_measured_then_promoted_through_the_admin_api(mo
         attached = client.put("/admin/models/brand/shadow", json={"package": "swapped"}, headers=ADMIN)
         assert attached.status_code == 200, attached.text
         ask(client, 10)
-        summary = summary_when(client, "brand", 5)
+        summary = summary_when(client, "brand", 3)
         assert summary["agreement"] < 1.0
         assert summary["live_label_shares"] != summary["shadow_label_shares"]
         assert summary["largest_differences"][0]["live"] != summary["largest_differences"][0]["shadow"]

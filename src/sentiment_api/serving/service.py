@@ -80,9 +80,11 @@ class SentimentService:
             raise UnknownModelError(f"model: no model named {name!r}; this service holds {known}") from None
 
     def _shadow(self, name: str, package: Path) -> Shadow:
-        """A shadow of model ``name``: one stream of one thread, so it takes little from the live path."""
+        """A shadow of model ``name``: one stream of one thread, which runs only on idle cores, so it
+        takes nothing from the live path."""
         quiet = self.settings.model_copy(update={"streams": 1, "threads": 1})
-        candidate = ServedModel(f"{name}-shadow", package, quiet, self.metrics.for_model(f"{name}-shadow"))
+        metrics = self.metrics.for_model(f"{name}-shadow")
+        candidate = ServedModel(f"{name}-shadow", package, quiet, metrics, background=True)
         return Shadow(name, candidate, self.settings.shadow_share, self.metrics)
 
     def start(self) -> None:
