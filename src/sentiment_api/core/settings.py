@@ -545,18 +545,17 @@ class Settings(BaseSettings):
             raise ValueError("an admin key must not also be a client API key")
         if "*" in self.cors_origins and self.api_keys:
             raise ValueError("CORS origin '*' with API keys would let any web page use a leaked key")
-        if self.default_model is not None and self.default_model not in parse_entries(self.model):
-            known = ", ".join(parse_entries(self.model))
+        served = parse_entries(self.model)
+        known = ", ".join(served)
+        if self.default_model is not None and self.default_model not in served:
             raise ValueError(f"default_model {self.default_model!r} is none of the models given ({known})")
         if self.admin_port is not None and self.admin_port in (self.port, self.metrics_port):
             raise ValueError(f"admin_port ({self.admin_port}) must differ from port and metrics_port")
         if self.admin_port is not None and self.workers > 1:
             raise ValueError("admin_port needs workers = 1 (updates through the admin API need one process)")
-        if self.shadow:
-            unknown = sorted(set(self.shadows) - set(parse_entries(self.model)))
-            if unknown:
-                known = ", ".join(parse_entries(self.model))
-                raise ValueError(f"shadow for {', '.join(unknown)}: no such model (the models are {known})")
+        unknown = sorted(set(self.shadows) - set(served))
+        if unknown:
+            raise ValueError(f"shadow for {', '.join(unknown)}: no such model (the models are {known})")
         if self.metrics_port is not None and self.metrics_port == self.port:
             raise ValueError(f"metrics_port ({self.metrics_port}) must differ from port")
         return self

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from pathlib import Path
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -62,14 +63,19 @@ def require_admin(request: Request) -> None:
         raise AuthenticationError("admin key missing or unknown (send it as X-Admin-Key)")
 
 
+async def _requested_package(request: Request) -> Path:
+    """The package the body names, as a directory inside the models directory."""
+    settings: Settings = request.app.state.settings
+    require_json(request.headers.get("content-type"))
+    body = validated(UpdateRequest, json_object(await request.body(), '{"package": "..."}'))
+    return package_in(settings.models_dir, body["package"])
+
+
 async def put_model(request: Request) -> Response:
     """Serve the package named in the body as ``{name}``: checked, loaded and warmed first; then
     requests switch, and the previous version is released once its requests are answered."""
     require_admin(request)
-    settings: Settings = request.app.state.settings
-    require_json(request.headers.get("content-type"))
-    body = validated(UpdateRequest, json_object(await request.body(), '{"package": "..."}'))
-    package = package_in(settings.models_dir, body["package"])
+    package = await _requested_package(request)
     service: SentimentService = request.app.state.service
     return json_response(await service.swap(request.path_params["name"], package))
 
@@ -84,10 +90,7 @@ async def rollback_model(request: Request) -> Response:
 async def put_shadow(request: Request) -> Response:
     """Attach the package named in the body as ``{name}``'s shadow, after the same checks as a swap."""
     require_admin(request)
-    settings: Settings = request.app.state.settings
-    require_json(request.headers.get("content-type"))
-    body = validated(UpdateRequest, json_object(await request.body(), '{"package": "..."}'))
-    package = package_in(settings.models_dir, body["package"])
+    package = await _requested_package(request)
     service: SentimentService = request.app.state.service
     return json_response(await service.attach_shadow(request.path_params["name"], package))
 

@@ -10,8 +10,10 @@ errors are the protocol's ``{"error": "..."}``.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,7 +25,7 @@ from sentiment_api import __version__
 from sentiment_api.core.errors import InputError, SentimentError
 from sentiment_api.core.settings import Settings
 from sentiment_api.serving.errors import error_response, json_response, status_of
-from sentiment_api.serving.routes import json_object, require_json, validated
+from sentiment_api.serving.routes import json_object, log_fields, require_json, validated
 from sentiment_api.serving.schemas import MAX_TOP_K
 from sentiment_api.serving.served_model import ServedModel
 from sentiment_api.serving.service import SentimentService, State
@@ -70,6 +72,21 @@ class OipError(Exception):
         self.status = status
 
 
+def _in_protocol_shape(
+    route: Callable[[Request], Awaitable[Response]],
+) -> Callable[[Request], Awaitable[Response]]:
+    """``route`` with its expected errors answered as the protocol's ``{"error": "..."}``."""
+
+    @functools.wraps(route)
+    async def answered(request: Request) -> Response:
+        try:
+            return await route(request)
+        except Exception as error:
+            return _answer_error(error)
+
+    return answered
+
+
 def _answer_error(error: Exception) -> Response:
     if isinstance(error, OipError):
         return json_response({"error": str(error)}, error.status)
@@ -99,49 +116,39 @@ async def server_metadata(request: Request) -> Response:
     return json_response({"name": "sentiment-api", "version": __version__, "extensions": []})
 
 
+@_in_protocol_shape
 async def model_ready(request: Request) -> Response:
     """Whether the named model (and version, when given) is ready to answer."""
-    try:
-        served = _served(request)
-        ready = served.state is State.READY
-        return json_response({"name": served.name, "ready": ready}, 200 if ready else 503)
-    except Exception as error:
-        return _answer_error(error)
+    served = _served(request)
+    ready = served.state is State.READY
+    return json_response({"name": served.name, "ready": ready}, 200 if ready else 503)
 
 
+@_in_protocol_shape
 async def model_metadata(request: Request) -> Response:
     """The named model's version, platform, input and outputs."""
-    try:
-        served = _served(request)
-        if served.classifier is None or served.version is None:
-            raise OipError(f"model {served.name!r} is still loading", 503)
-        labels = served.classifier.labels
-        return json_response(
-            {
-                "name": served.name,
-                "versions": [served.version],
-                "platform": PLATFORM,
-                "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
-                "outputs": [
-                    {"name": "label", "datatype": "BYTES", "shape": [-1]},
-                    {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]},
-                ],
-                "parameters": {"labels": labels},
-            }
-        )
-    except Exception as error:
-        return _answer_error(error)
+    served = _served(request)
+    if served.classifier is None or served.version is None:
+        raise OipError(f"model {served.name!r} is still loading", 503)
+    labels = served.classifier.labels
+    return json_response(
+        {
+            "name": served.name,
+            "versions": [served.version],
+            "platform": PLATFORM,
+            "inputs": [{"name": INPUT, "datatype": "BYTES", "shape": [-1]}],
+            "outputs": [
+                {"name": "label", "datatype": "BYTES", "shape": [-1]},
+                {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]},
+            ],
+            "parameters": {"labels": labels},
+        }
+    )
 
 
+@_in_protocol_shape
 async def infer(request: Request) -> Response:
     """Classify a ``BYTES`` tensor of texts: each text's best label and every label's probability."""
-    try:
-        return await _infer(request)
-    except Exception as error:
-        return _answer_error(error)
-
-
-async def _infer(request: Request) -> Response:
     app_state, state = request.app.state, request.state
     service: SentimentService = app_state.service
     settings: Settings = app_state.settings
@@ -191,12 +198,7 @@ async def _infer(request: Request) -> Response:
     }
     if body["id"] is not None:
         answer["id"] = body["id"]
-    batch = outcome.batch
-    state.log = {
-        "texts": len(texts),
-        "queue_ms": round(batch.queue_seconds * 1000, 3),
-        "model": outcome.model,
-    }
+    state.log = log_fields(outcome, texts, settings.log_text)
     return json_response(answer)
 
 

@@ -102,7 +102,7 @@ async def predict(request: Request) -> Response:
         return Response(status_code=499)  # the client is gone; nobody reads this
     batch = outcome.batch
     body = _answer(outcome, "texts" in payload)
-    state.log = _log_fields(outcome, texts, settings.log_text)
+    state.log = log_fields(outcome, texts, settings.log_text)
     return json_response(
         body,
         headers={
@@ -258,7 +258,7 @@ def _answer(outcome: Outcome, batch_form: bool) -> dict[str, Any]:
     }
 
 
-def _log_fields(outcome: Outcome, texts: list[str], log_text: bool) -> dict[str, Any]:
+def log_fields(outcome: Outcome, texts: list[str], log_text: bool) -> dict[str, Any]:
     """What the request log line adds for a prediction (the text only when enabled)."""
     batch = outcome.batch
     fields: dict[str, Any] = {
