@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVE_STAMP := $(VENV)/.installed-serve
 MODEL ?=
 
-.PHONY: install base-models accurate-model test lint train evaluate default-model bench bench-roberta bench-batch bench-server bench-models bench-gpu serve loadtest soak abuse-figures clean
+.PHONY: install base-models accurate-model test lint train evaluate default-model bench bench-roberta bench-batch bench-server bench-models bench-explain bench-shadow bench-request-cost bench-gpu serve loadtest soak abuse-figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -107,6 +107,15 @@ bench-server: $(STAMP) ## the service under wrk against a plain FastAPI server, 
 
 bench-models: $(STAMP) ## resident memory of one service holding 1, 2 and 3 model packages
 	$(BIN)/python bench/server/models_memory.py
+
+bench-explain: $(STAMP) ## latency of explained, raw-score and plain requests to the shipped model, one at a time
+	$(BIN)/python bench/server/explain_latency.py
+
+bench-shadow: $(STAMP) ## what a shadow costs the live path: with and without one, at 1 and 32 connections (needs wrk)
+	$(BIN)/python bench/server/shadow_latency.py
+
+bench-request-cost: $(STAMP) ## CPU per request inside the process: the app, without each middleware, the service alone, the route's pieces
+	$(BIN)/python bench/server/request_cost.py
 
 bench-gpu: ## the engine and the service on an NVIDIA GPU and on this CPU, one table (PYTHON=...; skips what is missing)
 	bash bench/engine/gpu.sh

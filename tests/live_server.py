@@ -92,12 +92,14 @@ def gated_classifier(package: Path) -> tuple[Classifier, GatedBackend]:
 
 class LiveServer(ServiceProcess):
     """The real service as a child process on loopback (:class:`ServiceProcess`), single-threaded and
-    without a drain delay unless ``env`` says otherwise, its output in ``log``; started at once, ready
-    after :meth:`wait_ready`."""
+    without a drain delay unless ``env`` says otherwise, its output in ``log``, ``options`` added to
+    ``serve``'s; started at once, ready after :meth:`wait_ready`."""
 
-    def __init__(self, package: Path, log: Path, workers: int = 1, **env: str) -> None:
+    def __init__(
+        self, package: Path, log: Path, workers: int = 1, options: tuple[str, ...] = (), **env: str
+    ) -> None:
         defaults = {"SENTIMENT_THREADS": "1", "SENTIMENT_DRAIN_S": "0"}
-        super().__init__(package, env={**defaults, **env}, workers=workers, log=log)
+        super().__init__(package, env={**defaults, **env}, workers=workers, log=log, options=options)
 
     def wait_ready(self, timeout_s: float = START_TIMEOUT_S) -> LiveServer:
         """Block until ``/readyz`` answers 200 (``ServiceStartError``, with the log, if it never does)."""
@@ -121,6 +123,15 @@ class LiveServer(ServiceProcess):
     def json_lines(self) -> list[dict[str, Any]]:
         """The JSON log lines written so far."""
         return [json.loads(line) for line in self.log_lines() if line.startswith("{")]
+
+
+def open_page(browser: Any, server: ServiceProcess, **options: Any) -> tuple[Any, list[str]]:
+    """A new page in ``browser`` (Playwright's ``new_page`` ``options``), and the list of requests it
+    sends anywhere but ``server``."""
+    page = browser.new_page(**options)
+    elsewhere: list[str] = []
+    page.on("request", lambda r: None if r.url.startswith(server.url) else elsewhere.append(r.url))
+    return page, elsewhere
 
 
 def listening_sockets(port: int) -> int:

@@ -152,3 +152,18 @@ def write_corpus(
         writer.writerow(columns)
         writer.writerows(rows)
     return path
+
+
+def with_temperature(package: Path, directory: Path, temperature: float) -> Path:
+    """A copy of ``package`` in ``directory`` whose card says its logits are divided by ``temperature``."""
+    import shutil
+
+    from sentiment_api.core.calibration import CalibrationRecord
+    from sentiment_api.core.model_card import ModelCard
+
+    copy = directory / f"package-t{temperature:g}"
+    shutil.copytree(package, copy)
+    card = ModelCard.load(copy)
+    card.calibration = CalibrationRecord(temperature=temperature, fitted_on="a test")
+    card.save(copy)
+    return copy

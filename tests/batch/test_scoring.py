@@ -7,7 +7,10 @@ import pyarrow as pa
 import pytest
 
 from sentiment_api.batch.scoring import ChunkScorer, Scores
+from sentiment_api.core.calibration import softmax
+from sentiment_api.core.engine import Classifier
 from sentiment_api.core.errors import DataError
+from tiny_models import with_temperature
 from tweet_files import LONG
 
 
@@ -113,3 +116,17 @@ def test_streams_give_the_scores_of_one_session(onnx_package) -> None:
     assert streamed.probabilities.shape == one.probabilities.shape
     assert np.abs(streamed.probabilities - one.probabilities).max() <= 1e-6  # batch-invariant scheme
     assert list(streamed.truncated) == list(one.truncated)
+
+
+def test_batch_scores_are_the_packages_calibrated_scores(onnx_package, tmp_path) -> None:
+    calibrated = Classifier.load(with_temperature(onnx_package, tmp_path, 4.0), threads=1)
+    texts = ["love my new ipad", "the app keeps crashing"]
+
+    out = ChunkScorer.of_classifier(calibrated, "tweet_text", max_text_chars=1000)(chunk(texts)).to_pylist()
+
+    logits = calibrated.logits(calibrated.tokenise(calibrated.normalise(texts)).ids)
+    expected = softmax(logits, 4.0)
+    for row, probabilities in zip(out, expected, strict=True):
+        assert [row[f"score_{label}"] for label in calibrated.labels] == pytest.approx(
+            probabilities.tolist(), abs=1e-5
+        )

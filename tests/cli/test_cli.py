@@ -93,6 +93,12 @@ def test_train_evaluate_predict_round_trip(tiny_csv, tiny_bert, tmp_path) -> Non
     card = json.loads((model / "model_card.json").read_text())
     assert metrics["macro_f1"] == card["metrics"]["test"]["macro_f1"]
     assert (tmp_path / "eval" / "confusion_matrix.png").read_bytes()[:4] == b"\x89PNG"
+    for plot in ("reliability.png", "coverage.png"):  # calibration, and coverage by min_score
+        assert (tmp_path / "eval" / plot).read_bytes()[:4] == b"\x89PNG"
+    coverage = metrics["confidence"]["coverage"]
+    assert coverage[0] == {**coverage[0], "min_score": 0.0, "coverage": 1.0, "accuracy": metrics["accuracy"]}
+    assert [p["coverage"] for p in coverage] == sorted((p["coverage"] for p in coverage), reverse=True)
+    assert 0.0 <= metrics["confidence"]["calibration"]["ece"] <= 1.0
 
     unlabelled = tmp_path / "in.xlsx"
     pd.DataFrame({"Tweet": ["love my ipad", None, "the app keeps crashing"]}).to_excel(

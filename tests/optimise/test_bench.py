@@ -34,8 +34,12 @@ def test_bench_measures_every_variant_of_a_checkpoint(trained_tiny_bert, tiny_cs
     files = write_bench(result, tmp_path / "bench")
     assert json.loads(files["json"].read_text())["rows"][0]["variant"] == "pytorch"
     assert files["png"].read_bytes()[:4] == b"\x89PNG"
+    assert files["reliability"].read_bytes()[:4] == b"\x89PNG"  # each variant's scores against accuracy
+    assert all(
+        0.0 <= row["ece"] <= 1.0 and sum(n for *_, n in row["reliability"]) == 6 for row in rows.values()
+    )
     table = format_table(result)
-    assert table.splitlines()[0].startswith("| variant | accuracy | macro-F1 | total s | improvement")
+    assert table.splitlines()[0].startswith("| variant | accuracy | macro-F1 | ECE | total s | improvement")
     assert len([line for line in table.splitlines() if line.startswith("| onnx")]) == 3
 
 

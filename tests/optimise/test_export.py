@@ -44,6 +44,7 @@ def test_each_variant_can_be_produced_alone(trained_tiny_bert, tiny_csv, tmp_pat
     assert card.gate is not None and card.gate.int8_vs_fp32_label_agreement is None
     torch_model = Classifier.load(trained_tiny_bert)
     onnx_model = Classifier.load(tmp_path / variant)
+    torch_model.temperature = onnx_model.temperature  # the package's calibration, fitted at export
     texts = ["love the new ipad", "worst app crash ever " * 4, "panel at the store"]
     difference = np.abs(torch_model.probabilities(texts)[0] - onnx_model.probabilities(texts)[0])
     assert difference.max() <= 1e-4

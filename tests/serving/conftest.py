@@ -1,4 +1,4 @@
-"""Fixtures for the server tests: the tiny ONNX package and a live server process."""
+"""Fixtures for the server tests: the tiny ONNX package, a live server process, and Chromium."""
 
 from __future__ import annotations
 
@@ -8,6 +8,18 @@ from pathlib import Path
 import pytest
 
 from live_server import LIVE_ADMIN_KEY, LiveServer
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -28,3 +40,19 @@ def live_server(onnx_package: Path, tmp_path_factory: pytest.TempPathFactory) ->
         yield server.wait_ready()
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium driven by Playwright; the test is skipped, saying why, when either is missing."""
+    if not CHROMIUM.exists():
+        reason = f"Debian chromium not found at {CHROMIUM} (apt-get install -y chromium)"
+        print(reason)
+        pytest.skip(reason)
+    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
+    with playwright.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield browser
+        finally:
+            browser.close()

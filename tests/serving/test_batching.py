@@ -93,7 +93,7 @@ def test_concurrent_requests_share_one_inference_call_and_get_their_own_rows() -
 
     assert len(model.calls) == 1
     for ids, result in zip(requests, results, strict=True):
-        assert result.probabilities.tolist() == [[sum(row), len(row)] for row in ids]
+        assert result.rows.tolist() == [[sum(row), len(row)] for row in ids]
         assert result.batch_size == sum(len(ids) for ids in requests)
 
 
@@ -302,7 +302,7 @@ def test_stop_finishes_queued_work_then_refuses_new_work() -> None:
         await batcher.stop()
         with pytest.raises(NotReadyError):
             batcher.enqueue([[9]], later())
-        return [future.result().probabilities.tolist() for future in pending]
+        return [future.result().rows.tolist() for future in pending]
 
     assert run(main()) == [[[0, 1]], [[1, 1]], [[2, 1]]]
 
@@ -320,7 +320,7 @@ def test_each_stream_runs_a_batch_at_the_same_time() -> None:
         model.gate.set()
         results = await asyncio.gather(first, second)
         await batcher.stop()
-        return second_started, [r.probabilities.tolist() for r in results]
+        return second_started, [r.rows.tolist() for r in results]
 
     second_started, rows = run(main())
     assert second_started
@@ -383,10 +383,10 @@ def test_rows_reported_early_answer_their_request_before_the_batch_ends() -> Non
         batcher.start()
         early = batcher.enqueue([[1], [2, 2]], later())
         late = batcher.enqueue([[3]], later())
-        early_rows = (await asyncio.wait_for(early, 5)).probabilities.tolist()
+        early_rows = (await asyncio.wait_for(early, 5)).rows.tolist()
         still_running = not late.done()
         finish.set()
-        late_rows = (await asyncio.wait_for(late, 5)).probabilities.tolist()
+        late_rows = (await asyncio.wait_for(late, 5)).rows.tolist()
         await batcher.stop()
         return early_rows, still_running, late_rows
 
@@ -413,7 +413,7 @@ def test_a_lone_batch_gets_every_core_and_batches_under_load_get_the_streams() -
         assert streams.calls == []
         streams.gate.clear()
         solo.gate.set()
-        assert (await lone).probabilities.tolist() == [[3.0, 2.0]]
+        assert (await lone).rows.tolist() == [[3.0, 2.0]]
         # the queue was not empty when their batches formed: each is shared to a stream, single-threaded
         assert await asyncio.to_thread(streams.entered.wait, 5)
         streams.gate.set()

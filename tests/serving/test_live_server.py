@@ -1,4 +1,5 @@
-"""The real server as a process on loopback: contract over TCP, log lines, schemathesis, the page."""
+"""The real server as a process on loopback: contract over TCP, log lines, schemathesis, /docs (the
+``/ui`` page has its own tests, in ``test_ui.py``)."""
 
 from __future__ import annotations
 
@@ -13,19 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from live_server import LIVE_ADMIN_KEY, wait_until
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
+from live_server import LIVE_ADMIN_KEY, open_page, wait_until
 
 
 def test_live_server_answers_the_contract_and_logs_one_json_line(live_server) -> None:
@@ -68,62 +57,6 @@ def test_schemathesis_finds_nothing_against_the_live_server(live_server, tmp_pat
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
     assert "No issues found" in result.stdout
     assert httpx.get(f"{live_server.url}/readyz").status_code == 200
-
-
-@pytest.fixture(scope="module")
-def browser():
-    """Debian's Chromium driven by Playwright; the test is skipped, saying why, when either is missing."""
-    if not CHROMIUM.exists():
-        reason = f"Debian chromium not found at {CHROMIUM} (apt-get install -y chromium)"
-        print(reason)
-        pytest.skip(reason)
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (dev extra)")
-    with playwright.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            yield browser
-        finally:
-            browser.close()
-
-
-def open_page(browser, live_server):
-    """A new page, and the list of requests it sends anywhere but the server."""
-    page = browser.new_page()
-    elsewhere: list[str] = []
-    page.on("request", lambda r: None if r.url.startswith(live_server.url) else elsewhere.append(r.url))
-    return page, elsewhere
-
-
-def test_ui_page_shows_label_scores_as_bars_in_headless_chromium(browser, live_server, tmp_path) -> None:
-    page, elsewhere = open_page(browser, live_server)
-    screenshot = tmp_path / "ui.png"
-
-    page.goto(f"{live_server.url}/ui")
-    page.fill("#text", "I love my new iPad, best launch at #sxsw!")
-    page.click("#go")
-    page.wait_for_selector("#result .row")
-    page.wait_for_function("document.querySelector('#result .bar').style.width !== ''")
-    rows = page.locator("#result .row")
-    labels = [rows.nth(i).get_attribute("data-label") for i in range(rows.count())]
-    scores = page.locator("#result .score").all_inner_texts()
-    page.screenshot(path=str(screenshot), full_page=True)
-
-    assert sorted(labels) == ["Negative emotion", "No emotion toward brand or product", "Positive emotion"]
-    assert all(score.endswith("%") for score in scores)
-    assert elsewhere == []
-    assert screenshot.stat().st_size > 1000
-    print(f"screenshot: {screenshot}")
-
-
-def test_ui_page_shows_the_reason_for_bad_input(browser, live_server) -> None:
-    page, _ = open_page(browser, live_server)
-
-    page.goto(f"{live_server.url}/ui")
-    page.fill("#text", "   ")
-    page.click("#go")
-    page.wait_for_function("document.querySelector('#error').textContent !== ''")
-
-    assert "whitespace" in page.inner_text("#error")
 
 
 def test_docs_render_offline_in_headless_chromium(browser, live_server, tmp_path) -> None:

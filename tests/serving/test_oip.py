@@ -3,7 +3,9 @@ process and against the real server with Triton's v2 HTTP client."""
 
 from __future__ import annotations
 
+import jsonschema
 import numpy as np
+import oip_schemas
 import pytest
 
 from live_server import serving, settings_for
@@ -32,6 +34,7 @@ def test_model_metadata_and_readiness_name_the_version_input_and_outputs(client)
     assert metadata["versions"] == [version] and metadata["platform"] == "onnxruntime_onnx"
     assert metadata["inputs"] == [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
     assert metadata["outputs"][1] == {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]}
+    assert metadata["outputs"][2] == {"name": "logits", "datatype": "FP32", "shape": [-1, len(labels)]}
     assert client.get("/v2/models/default/ready").json() == {"name": "default", "ready": True}
     assert client.get(f"/v2/models/default/versions/{version}/ready").status_code == 200
     assert client.get("/v2/models/default/versions/old/ready").status_code == 404
@@ -87,8 +90,8 @@ def test_unknown_models_and_outputs_are_refused_naming_them(client) -> None:
     body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}
     unknown = client.post("/v2/models/nope/infer", json=body)
     assert unknown.status_code == 404 and "this service holds default" in unknown.json()["error"]
-    output = client.post("/v2/models/default/infer", json={**body, "outputs": [{"name": "logits"}]})
-    assert output.status_code == 400 and "logits" in output.json()["error"]
+    output = client.post("/v2/models/default/infer", json={**body, "outputs": [{"name": "embeddings"}]})
+    assert output.status_code == 400 and "embeddings" in output.json()["error"]
     assert client.post("/v2/models/default/infer", content=b"{").status_code == 400
 
 
@@ -130,3 +133,33 @@ def test_inference_is_counted_under_its_route_and_model(client) -> None:
     client.post("/v2/models/default/infer", json=body)
     metrics = client.get("/metrics").text
     assert 'sentiment_requests_total{model="default",route="/v2/models/{name}/infer",status="200"}' in metrics
+
+
+def test_every_answer_matches_the_protocols_published_schemas(client) -> None:
+    validate = jsonschema.validate
+    texts = ["love the new ipad", "the app keeps crashing"]
+    request = {"id": "r2", "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": texts}]}
+    validate(request, oip_schemas.INFERENCE_REQUEST)  # the request a KServe client sends
+
+    validate(client.get("/v2").json(), oip_schemas.SERVER_METADATA)
+    validate(client.get("/v2/models/default").json(), oip_schemas.MODEL_METADATA)
+    validate(client.post("/v2/models/default/infer", json=request).json(), oip_schemas.INFERENCE_RESPONSE)
+    bad = client.post("/v2/models/default/infer", json={"inputs": [{**request["inputs"][0], "shape": [3]}]})
+    unknown = client.get("/v2/models/nope")
+    for refused in (bad, unknown):
+        assert refused.status_code in (400, 404)
+        validate(refused.json(), oip_schemas.ERROR)
+    with pytest.raises(jsonschema.ValidationError):  # the schemas do refuse what breaks them
+        validate({"outputs": []}, oip_schemas.INFERENCE_RESPONSE)
+
+
+def test_logits_come_when_asked_for_and_are_predicts_raw_scores(client) -> None:
+    text = "love the new ipad"
+    body = {"inputs": [{"name": "text", "shape": [1], "datatype": "BYTES", "data": [text]}],
+            "outputs": [{"name": "logits"}]}  # fmt: skip
+    (logits,) = client.post("/v2/models/default/infer", json=body).json()["outputs"]
+    raw = client.post("/predict", json={"text": text, "raw_scores": True}).json()["raw_scores"]
+
+    assert logits["name"] == "logits" and logits["shape"] == [1, len(raw)]
+    assert logits["parameters"]["labels"].split(",") == [s["label"] for s in raw]
+    assert logits["data"] == pytest.approx([s["score"] for s in raw], abs=1e-6)

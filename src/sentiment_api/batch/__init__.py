@@ -3,7 +3,7 @@
 The path of a row, one module per step:
 
 - ``sources``: a file, a directory or a glob, read in chunks (a pyarrow dataset for Parquet,
-  pyarrow's streaming readers for CSV and JSON Lines, ``spreadsheets`` for XLSX);
+  pyarrow's streaming readers for CSV and JSON Lines, ``data.spreadsheets`` for XLSX);
 - ``scoring``: bad rows marked, the rest normalised and scored by one call per chunk, the label and
   score columns added;
 - ``sinks``: numbered part files, each written to a temporary name and renamed; merged into one

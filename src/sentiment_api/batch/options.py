@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from pydantic import BaseModel, Field
 
-from sentiment_api.batch.formats import InputFormat, OutputFormat
 from sentiment_api.core.devices import DeviceChoice, stream_layout
+from sentiment_api.data.formats import InputFormat, OutputFormat
 
 
 class PredictOptions(BaseModel):

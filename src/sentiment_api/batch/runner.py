@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, Field
 
-from sentiment_api.batch.formats import OUTPUT_SUFFIXES, XLSX_MAX_ROWS, OutputFormat
 from sentiment_api.batch.options import PredictOptions
 from sentiment_api.batch.scoring import ChunkScorer, ScoreChunk
 from sentiment_api.batch.sinks import (
@@ -37,6 +36,7 @@ from sentiment_api.batch.sources import Source, open_source, read_tables
 from sentiment_api.core.errors import DataError
 from sentiment_api.core.extras import require
 from sentiment_api.core.files import write_text_atomic
+from sentiment_api.data.formats import OUTPUT_SUFFIXES, XLSX_MAX_ROWS, OutputFormat
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -16,11 +16,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sentiment_api.batch.formats import EXTENSIONS, OutputFormat
 from sentiment_api.batch.scoring import OutputColumns
-from sentiment_api.batch.spreadsheets import workbook
 from sentiment_api.core.extras import require
 from sentiment_api.core.files import staged_file
+from sentiment_api.data.formats import EXTENSIONS, OutputFormat
+from sentiment_api.data.spreadsheets import workbook
 
 if TYPE_CHECKING:
     import pyarrow as pa

@@ -2,7 +2,7 @@
 
 Parquet is read by a pyarrow dataset, a batch at a time with one batch of read-ahead; CSV, TSV and
 JSON Lines by pyarrow's streaming readers, a block of 1 MB at a time; XLSX by openpyxl in read-only
-mode, row by row (``spreadsheets``). CSV and XLSX columns are read as text, as written: a tweet id
+mode, row by row (``data.spreadsheets``). CSV and XLSX columns are read as text, as written: a tweet id
 keeps its digits, "NA" stays "NA", and a column's type cannot change between the first block and
 the millionth. Parquet and JSON Lines keep their own types.
 
@@ -18,15 +18,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sentiment_api.batch.formats import KNOWN, InputFormat, format_of
-from sentiment_api.batch.spreadsheets import xlsx_columns, xlsx_rows, xlsx_tables
 from sentiment_api.core.errors import DataError
 from sentiment_api.core.extras import require
+from sentiment_api.data.formats import KNOWN, TEXT_COLUMN_GUESSES, InputFormat, format_of
+from sentiment_api.data.spreadsheets import xlsx_columns, xlsx_rows, xlsx_tables
 
 if TYPE_CHECKING:
     import pyarrow as pa
 
-TEXT_COLUMN_GUESSES = ("tweet_text", "Tweet", "text", "tweet")
 BLOCK_BYTES = 1 << 20
 
 

@@ -234,25 +234,34 @@ def evaluate(
 ) -> None:
     """Accuracy, balanced accuracy, macro-F1, per-class scores and a confusion-matrix plot.
 
-    On --data, the split is rebuilt as the model's card says. With --corpus instead, every row of
-    each corpus file is scored, its labels mapped onto the model's with --corpus-label.
+    On --data, the split is rebuilt as the model's card says, and the scores' calibration (ECE, log
+    loss, a reliability diagram) and coverage by min_score (accuracy and macro-F1 when abstaining
+    below each threshold, a curve) come too. With --corpus instead, every row of each corpus file is
+    scored, its labels mapped onto the model's with --corpus-label.
     """
     from sentiment_api.core.metrics import format_report
-    from sentiment_api.training.evaluation import evaluate_model, write_scores
+    from sentiment_api.training.evaluation import evaluate_model, format_confidence, write_scores
 
     if (data is None) == (not corpora.corpus):
         raise typer.BadParameter("give either --data or --corpus", param_hint="'--data'")
-    scored = evaluate_model(model, data, split, sheet, corpora.specs())
-    for number, (name, metrics) in enumerate(scored):
-        folder = None if out is None else (out if len(scored) == 1 else out / str(number))
-        if folder is not None:
-            write_scores(metrics, folder, f"{model.name} on {name}")
+    evaluations = evaluate_model(model, data, split, sheet, corpora.specs())
+    for number, evaluation in enumerate(evaluations):
+        folder = None if out is None else (out if len(evaluations) == 1 else out / str(number))
+        written = (
+            [] if folder is None else write_scores(evaluation, folder, f"{model.name} on {evaluation.name}")
+        )
         if as_json:
-            _echo_json(metrics.model_dump(mode="json"), None)
-        else:
-            typer.echo(format_report(metrics, f"{model} on {name}:"))
-            if folder is not None:
-                typer.echo(f"wrote {folder / 'metrics.json'} and {folder / 'confusion_matrix.png'}")
+            confidence = evaluation.confidence
+            body = evaluation.scores.model_dump(mode="json")
+            if confidence is not None:
+                body["confidence"] = confidence.model_dump(mode="json")
+            _echo_json(body, None)
+            continue
+        typer.echo(format_report(evaluation.scores, f"{model} on {evaluation.name}:"))
+        if evaluation.confidence is not None:
+            typer.echo(format_confidence(evaluation.confidence))
+        if written:
+            typer.echo("wrote " + ", ".join(str(path) for path in written))
 
 
 @app.command()
@@ -313,8 +322,13 @@ def export(
         bool, typer.Option(help="Package a model that failed the gate (recorded in its card).")
     ] = False,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing output.")] = False,
+    calibration_oof: Annotated[
+        Path | None,
+        typer.Option(help="A crossval run's oof.csv to fit the score calibration on (default: validation)."),
+    ] = None,
 ) -> None:
-    """Export a checkpoint to ONNX, fuse and quantise it, check its accuracy, write a package."""
+    """Export a checkpoint to ONNX, fuse and quantise it, check its accuracy, calibrate its scores,
+    write a package."""
     from sentiment_api.optimise.export import build_package
 
     card = build_package(
@@ -325,6 +339,7 @@ def export(
         thresholds=thresholds,
         accept_gate_failure=accept_gate_failure,
         overwrite=overwrite,
+        calibration_oof=calibration_oof,
         log=_stderr,
     )
     assert card.gate is not None and card.package is not None
@@ -336,6 +351,25 @@ def export(
         f"{test.accuracy:.4f} balanced accuracy {test.balanced_accuracy:.4f} "
         f"macro-F1 {test.macro_f1:.4f}"
     )
+
+
+@app.command()
+def calibrate(
+    package: Annotated[Path, typer.Argument(help="Model package directory (its card is rewritten).")],
+    *,
+    data: Annotated[Path, typer.Option(help="The labelled file the model was trained on.")],
+    oof: Annotated[
+        Path | None, typer.Option(help="A crossval run's oof.csv to fit on instead of the validation split.")
+    ] = None,
+) -> None:
+    """Fit the temperature a package's scores are calibrated with, again, and store it in its card.
+
+    Labels do not change (a temperature keeps every arg-max); the ONNX file is untouched. ECE and
+    log loss before and after, on validation and test, go into the card and are printed.
+    """
+    from sentiment_api.optimise.calibrate import calibrate_package
+
+    calibrate_package(package, data, oof, log=typer.echo)
 
 
 @app.command()

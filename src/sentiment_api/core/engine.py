@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from sentiment_api.core.calibration import softmax
 from sentiment_api.core.devices import (
     CUDA_PROVIDER,
     TENSORRT_PROVIDER,
@@ -30,6 +31,7 @@ from sentiment_api.core.devices import (
     this_cpu,
 )
 from sentiment_api.core.errors import DeviceError, ModelError
+from sentiment_api.core.explanations import WordWeight, attributions, variants
 from sentiment_api.core.extras import require
 from sentiment_api.core.model_card import ModelCard
 from sentiment_api.core.text import get_normaliser
@@ -81,13 +83,6 @@ class Prediction:
     def score(self) -> float:
         """The best label's probability."""
         return self.scores[0]
-
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise softmax, stable for large logits."""
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
 
 
 class TorchBackend:
@@ -293,6 +288,8 @@ class Classifier:
         self.card = card
         self.labels = list(card.labels)
         self.normaliser = get_normaliser(card.normaliser)
+        # the card's calibration, applied to every logit before the softmax (1: none)
+        self.temperature = card.calibration.temperature if card.calibration is not None else 1.0
 
     @classmethod
     def load(
@@ -358,23 +355,38 @@ class Classifier:
         batch_size: int = 64,
         on_rows: Callable[[np.ndarray, np.ndarray], None] | None = None,
     ) -> np.ndarray:
-        """Label probabilities of tokenised texts, in input order, run in length buckets of
-        ``batch_size`` so that short texts are not padded to the longest.
+        """Calibrated label probabilities of tokenised texts, in input order (:meth:`logits`, then
+        :meth:`scores`); ``on_rows`` hears of probabilities."""
+        report = None if on_rows is None else (lambda rows, logits: on_rows(rows, self.scores(logits)))
+        return self.scores(self.logits(ids, batch_size, report))
 
-        ``on_rows(indices, probabilities)``, when given, hears of each length bucket but the last as
-        soon as it is done, shortest first, so a server can answer those texts before the rest of the
-        batch; the last comes back with the return value anyway, and a server pays one wake-up of its
-        event loop per report.
+    def logits(
+        self,
+        ids: Sequence[Sequence[int]],
+        batch_size: int = 64,
+        on_rows: Callable[[np.ndarray, np.ndarray], None] | None = None,
+    ) -> np.ndarray:
+        """The network's logits of tokenised texts (offsets folded in, before calibration), in input
+        order, run in length buckets of ``batch_size`` so that short texts are not padded to the longest.
+
+        ``on_rows(indices, logits)``, when given, hears of each length bucket but the last as soon as
+        it is done, shortest first, so a server can answer those texts before the rest of the batch;
+        the last comes back with the return value anyway, and a server pays one wake-up of its event
+        loop per report.
         """
-        probabilities = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
+        logits = np.zeros((len(ids), len(self.labels)), dtype=np.float32)
         lengths = np.fromiter((len(row) for row in ids), dtype=np.int64, count=len(ids))
         buckets = length_buckets(lengths, batch_size)
         for number, batch in enumerate(buckets, start=1):
             input_ids, attention_mask = self.tokenizer.pad([ids[i] for i in batch])
-            probabilities[batch] = softmax(self.backend.logits(input_ids, attention_mask))
+            logits[batch] = self.backend.logits(input_ids, attention_mask)
             if on_rows is not None and number < len(buckets):
-                on_rows(batch, probabilities[batch])
-        return probabilities
+                on_rows(batch, logits[batch])
+        return logits
+
+    def scores(self, logits: np.ndarray) -> np.ndarray:
+        """Calibrated probabilities of rows of logits: ``softmax(logits / temperature)``."""
+        return softmax(logits, self.temperature)
 
     def probabilities(self, clean: Sequence[str], batch_size: int = 64) -> tuple[np.ndarray, Encoded]:
         """Label probabilities of normalised texts (tokenise, then infer), with their encoding."""
@@ -385,6 +397,13 @@ class Classifier:
         """Every step: normalise raw texts, tokenise, infer, and rank the ``top_k`` labels of each."""
         probabilities, encoded = self.probabilities(self.normalise(texts), batch_size)
         return self.rank(probabilities, encoded.truncated, top_k)
+
+    def explain(self, texts: Sequence[str], batch_size: int = 64) -> list[list[WordWeight]]:
+        """Each raw text's words weighted by how much removing each lowers its best label's
+        probability (``explanations.py``): the texts and their variants in one run."""
+        batch, found = variants(texts)
+        probabilities, _ = self.probabilities(self.normalise(batch), batch_size)
+        return attributions(probabilities, found)
 
     def rank(self, probabilities: np.ndarray, truncated: Sequence[bool], top_k: int = 1) -> list[Prediction]:
         """Turn rows of probabilities into predictions with the ``top_k`` labels, best first."""

@@ -71,6 +71,11 @@ class UnsupportedMediaTypeError(ServiceError):
     """The body is not declared as JSON."""
 
 
+class UnsupportedFileError(UnsupportedMediaTypeError):
+    """An uploaded file is of a format the service does not read, or one whose reader (an install
+    extra) is not installed here."""
+
+
 class AuthenticationError(ServiceError):
     """API keys are required and the request carries none, or an unknown one."""
 

@@ -17,7 +17,7 @@ from sentiment_api.core.errors import DependencyError
 # top-level import name -> the smallest extra that installs it (see pyproject.toml)
 EXTRA_OF_MODULE: dict[str, str] = {
     "pandas": "data",
-    "openpyxl": "data",
+    "openpyxl": "data",  # serve installs it too, for the XLSX files uploaded to /ui
     "rapidfuzz": "data",
     "sklearn": "data",
     "matplotlib": "data",

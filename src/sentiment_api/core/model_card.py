@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from sentiment_api.core.calibration import CalibrationRecord
 from sentiment_api.core.devices import Device
 from sentiment_api.core.errors import ModelError
 from sentiment_api.core.files import file_sha256, write_text_atomic
@@ -124,10 +125,13 @@ class ModelCard(BaseModel):
     package: PackageRecord | None = Field(None, description="The ONNX file (packages only).")
     gate: GateReport | None = Field(None, description="Accuracy-gate figures and verdict (packages only).")
     source: SourceRecord | None = Field(None, description="The checkpoint a package came from.")
+    calibration: CalibrationRecord | None = Field(
+        None, description="The temperature its logits are divided by, and the scores it gave (packages)."
+    )
     versions: dict[str, str] = Field(default_factory=dict, description="Library versions used.")
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat(timespec="seconds"))
 
-    @field_validator("package", "gate", "source", mode="before")
+    @field_validator("package", "gate", "source", "calibration", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         """Cards written before the card was typed say ``{}`` where a part does not apply."""

@@ -276,6 +276,22 @@ class Settings(BaseSettings):
         description="Largest request body in bytes; beyond it 413.",
         json_schema_extra=_INPUT,
     )
+    explain_max_words: int = Field(
+        64,
+        ge=1,
+        le=10_000,
+        description='Most words (whitespace tokens, over all its texts) an "explain": true request may '
+        "hold; each word costs one more model run and one more token of the client's rate.",
+        json_schema_extra=_INPUT,
+    )
+    min_score: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description='Answers whose best score is below this say "abstained": true (a request\'s own '
+        "min_score overrides it); unset: only requests that ask abstain.",
+        json_schema_extra=_INPUT,
+    )
 
     # --- security
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -389,6 +405,21 @@ class Settings(BaseSettings):
     # --- pages and shutdown
     docs: bool = Field(
         True, description="Serve /docs (Swagger UI, local assets) and /ui.", json_schema_extra=_PAGES
+    )
+    ui_max_file_bytes: int = Field(
+        10 << 20,
+        ge=1024,
+        le=256 << 20,
+        description="Largest file /ui reads (POST /ui/table, bytes); beyond it 413. Larger files are for "
+        "`sentiment-api predict`.",
+        json_schema_extra=_PAGES,
+    )
+    ui_max_rows: int = Field(
+        10_000,
+        ge=1,
+        le=1_000_000,
+        description="Most rows of a file or of pasted lines /ui scores at once; beyond it 422.",
+        json_schema_extra=_PAGES,
     )
     drain_s: float = Field(
         2.0,

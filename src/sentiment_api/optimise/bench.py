@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from sentiment_api.core.calibration import expected_calibration_error, plot_reliability, reliability
 from sentiment_api.core.devices import DeviceChoice, this_cpu
 from sentiment_api.core.engine import ONNX_FILE
 from sentiment_api.core.files import write_text_atomic
@@ -143,7 +144,13 @@ def measure_variant(
     }
     if truth is not None:
         metrics = score_probabilities(truth, probabilities, classifier.labels)
-        result.update(accuracy=metrics.accuracy, macro_f1=metrics.macro_f1)
+        indices = np.asarray([classifier.labels.index(label) for label in truth])
+        result.update(
+            accuracy=metrics.accuracy,
+            macro_f1=metrics.macro_f1,
+            ece=expected_calibration_error(probabilities, indices),
+            reliability=reliability(probabilities, indices),
+        )
     return result
 
 
@@ -230,6 +237,7 @@ def format_table(result: dict[str, Any]) -> str:
         ("variant", "variant", "{}"),
         ("accuracy", "accuracy", "{:.4f}"),
         ("macro_f1", "macro-F1", "{:.4f}"),
+        ("ece", "ECE", "{:.4f}"),
         ("total_seconds", "total s", "{:.3f}"),
         ("improvement", "improvement", "{:.1f}×"),
         ("batched_per_second", "tweets/s batched", "{:.0f}"),
@@ -283,10 +291,19 @@ def plot_bench(result: dict[str, Any], path: Path) -> Path:
 
 
 def write_bench(result: dict[str, Any], out_dir: Path) -> dict[str, Path]:
-    """bench.json, bench.md and bench.png in ``out_dir``."""
+    """bench.json, bench.md and bench.png in ``out_dir``, and reliability.png (each variant's scores
+    against observed accuracy) when accuracy was measured."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     write_text_atomic(out_dir / "bench.json", json.dumps(result, indent=2) + "\n")
     write_text_atomic(out_dir / "bench.md", format_table(result) + "\n")
-    plot_bench(result, out_dir / "bench.png")
-    return {name: out_dir / f"bench.{name}" for name in ("json", "md", "png")}
+    written = {name: out_dir / f"bench.{name}" for name in ("json", "md", "png")}
+    plot_bench(result, written["png"])
+    curves = {
+        row["variant"]: (row["reliability"], row["ece"]) for row in result["rows"] if "reliability" in row
+    }
+    if curves:
+        written["reliability"] = plot_reliability(
+            curves, out_dir / "reliability.png", f"{result['model']}: reliability"
+        )
+    return written

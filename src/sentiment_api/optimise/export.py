@@ -29,6 +29,8 @@ from sentiment_api.core.model_card import ModelCard, PackageRecord, SourceRecord
 from sentiment_api.core.records import GateThresholds
 from sentiment_api.core.tokenization import TOKENIZER_FILE
 from sentiment_api.data.tweets import LABEL, TEXT, load_splits
+from sentiment_api.optimise.calibrate import fit_calibration
+from sentiment_api.optimise.calibrate import summary as calibration_summary
 from sentiment_api.optimise.gate import check_batch_invariance, run_gate
 from sentiment_api.optimise.quantise import SCHEME, quantise_onnx
 
@@ -200,9 +202,11 @@ def build_package(
     thresholds: GateThresholds | None = None,
     accept_gate_failure: bool = False,
     overwrite: bool = False,
+    calibration_oof: Path | None = None,
     log: Callable[[str], None] = print,
 ) -> ModelCard:
-    """Export a checkpoint as far as ``variant``, gate it on the validation split, package it."""
+    """Export a checkpoint as far as ``variant``, gate it on the validation split, fit its
+    calibration (on the validation split, or ``calibration_oof``: a crossval ``oof.csv``), package it."""
     from sentiment_api.core.engine import OnnxBackend
     from sentiment_api.core.metrics import score_probabilities
 
@@ -268,6 +272,9 @@ def build_package(
             DEVICES_OF_VARIANT[variant],
         )
         card.gate = gate
+        log("fitting the calibration of its scores")
+        card.calibration = fit_calibration(packaged, splits, calibration_oof)
+        log(calibration_summary(card.calibration))
         card.versions = {
             **card.versions,
             **library_versions("onnx", "onnxruntime", "tokenizers", "sentiment-api"),

@@ -15,7 +15,7 @@ from sentiment_api import __version__
 from sentiment_api.core.engine import Classifier
 from sentiment_api.core.settings import Settings, load_settings
 from sentiment_api.serving.admin import UpdateRequest, install_admin_routes
-from sentiment_api.serving.docs import install_docs, install_openapi, install_ui
+from sentiment_api.serving.docs import install_docs, install_openapi
 from sentiment_api.serving.errors import install_error_handlers
 from sentiment_api.serving.lifecycle import lifespan
 from sentiment_api.serving.limits import STATE_FILE, TokenBuckets
@@ -26,6 +26,7 @@ from sentiment_api.serving.schemas import request_models
 from sentiment_api.serving.security import install_cors, install_guards, protected_errors
 from sentiment_api.serving.service import SentimentService
 from sentiment_api.serving.tracing import Tracing
+from sentiment_api.serving.ui import install_ui
 
 DESCRIPTION = """Classify the emotion a tweet shows toward a brand or product.
 
@@ -50,7 +51,7 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> Fast
     state.buckets = TokenBuckets(settings.state_dir / STATE_FILE if settings.state_dir else None)
     state.tracing = Tracing(settings.otlp_endpoint, settings.service_name) if settings.otlp_endpoint else None
     install_error_handlers(app)
-    models = request_models(settings.max_text_chars, settings.max_batch_texts)
+    models = request_models(settings.max_text_chars, settings.max_batch_texts, settings.explain_max_words)
     install_routes(
         app,
         models,
@@ -60,7 +61,7 @@ def create_app(settings: Settings, classifier: Classifier | None = None) -> Fast
     )
     if settings.docs:
         install_docs(app)
-        install_ui(app)
+        install_ui(app, settings, models)
     install_admin_routes(app, tuple(settings.packages))
     install_oip_routes(app)
     install_openapi(app, (*models, UpdateRequest))

@@ -28,7 +28,7 @@ from sentiment_api.serving.streams import StreamPool
 
 T = TypeVar("T")
 OnRows = Callable[[np.ndarray, np.ndarray], None]
-# infer(ids, on_rows) -> probabilities of every row; it may call on_rows(indices, probabilities) from
+# infer(ids, on_rows) -> one row of numbers per text; it may call on_rows(indices, rows) from
 # its thread as parts of the batch finish, so their requests are answered before the rest
 Infer = Callable[[list[Sequence[int]], OnRows], np.ndarray]
 
@@ -62,9 +62,9 @@ class BatchStats:
 
 @dataclass(frozen=True)
 class BatchResult:
-    """One request's rows of probabilities and what it waited for."""
+    """One request's rows (what the inference function returns for each text) and what it waited for."""
 
-    probabilities: np.ndarray
+    rows: np.ndarray
     queue_seconds: float
     inference_seconds: float
     batch_size: int
@@ -278,22 +278,22 @@ class MicroBatcher:
                 result = BatchResult(rows, started - job.enqueued, monotonic() - started, len(ids))
                 job.future.set_result(result)
 
-        def deliver(indices: np.ndarray, probabilities: np.ndarray) -> None:  # on the event loop
+        def deliver(indices: np.ndarray, logits: np.ndarray) -> None:  # on the event loop
             nonlocal answers
             if answers is None:
-                answers = np.empty((len(ids), probabilities.shape[1]), dtype=probabilities.dtype)
-            answers[indices] = probabilities
+                answers = np.empty((len(ids), logits.shape[1]), dtype=logits.dtype)
+            answers[indices] = logits
             for number in owner[indices]:
                 missing[number] -= 1
                 if missing[number] == 0:
                     answer(batch[number], answers[first_row[number] : first_row[number + 1]])
 
-        def on_rows(indices: np.ndarray, probabilities: np.ndarray) -> None:  # on this batch's thread
-            loop.call_soon_threadsafe(deliver, indices.copy(), probabilities.copy())
+        def on_rows(indices: np.ndarray, logits: np.ndarray) -> None:  # on this batch's thread
+            loop.call_soon_threadsafe(deliver, indices.copy(), logits.copy())
 
         infer = self.solo_infer if streams > 1 and self.solo_infer is not None else self.infer
         try:
-            probabilities = await self.streams.run(streams, infer, ids, on_rows)
+            logits = await self.streams.run(streams, infer, ids, on_rows)
         except Exception as exc:  # a broken model fails these requests, not the collector
             for job in batch:
                 if not job.future.done():
@@ -302,6 +302,6 @@ class MicroBatcher:
         seconds = monotonic() - started
         self.admission.timed(seconds * streams / len(ids) / self.streams.count)
         for number, job in enumerate(batch):  # whatever on_rows did not report
-            answer(job, probabilities[first_row[number] : first_row[number + 1]])
+            answer(job, logits[first_row[number] : first_row[number + 1]])
         if self._on_batch is not None:
             self._on_batch(BatchStats(len(ids), len(batch), sum(job.tokens for job in batch), seconds))

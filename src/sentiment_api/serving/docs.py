@@ -1,4 +1,4 @@
-"""The OpenAPI document, Swagger UI served from local files, and the ``/ui`` page.
+"""The OpenAPI document, and Swagger UI served from local files (the ``/ui`` page is :mod:`.ui`).
 
 ``/docs`` loads Swagger UI from the ``swagger-ui-bundle-v2`` package (a serve dependency), so it works
 without internet access; ReDoc, which would need a CDN, is off.
@@ -6,7 +6,6 @@ without internet access; ReDoc, which would need a CDN, is off.
 
 from __future__ import annotations
 
-from importlib.resources import files
 from typing import Any
 
 from fastapi import FastAPI
@@ -59,13 +58,3 @@ def install_docs(app: FastAPI) -> bool:
 
     app.add_api_route("/docs", swagger, include_in_schema=False)
     return True
-
-
-def install_ui(app: FastAPI) -> None:
-    """Serve the one-file page at ``/ui``: type a tweet, see the label scores as bars."""
-    page = (files("sentiment_api.serving") / "static" / "ui.html").read_text(encoding="utf-8")
-
-    async def ui() -> HTMLResponse:
-        return HTMLResponse(page)
-
-    app.add_api_route("/ui", ui, include_in_schema=False)

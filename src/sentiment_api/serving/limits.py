@@ -27,14 +27,15 @@ _SCHEMA = """CREATE TABLE IF NOT EXISTS buckets (
     stamp REAL NOT NULL,   -- time.monotonic() of the last take (the clock every process shares)
     full_at REAL NOT NULL  -- when the bucket is full again: a row past it is the same as no row
 ) WITHOUT ROWID"""
-# one statement: refill by the time passed, take a token if there is one; no row back means refused
+# one statement: refill by the time passed, take :cost tokens if there are that many; no row back
+# means refused
 _TAKE = """INSERT INTO buckets (key, tokens, stamp, full_at)
-VALUES (:key, :burst - 1.0, :now, :now + 1.0 / :rate)
+VALUES (:key, :burst - :cost, :now, :now + :cost / :rate)
 ON CONFLICT (key) DO UPDATE SET
-    tokens = min(:burst, tokens + max(0.0, :now - stamp) * :rate) - 1.0,
+    tokens = min(:burst, tokens + max(0.0, :now - stamp) * :rate) - :cost,
     stamp = :now,
-    full_at = :now + (:burst - (min(:burst, tokens + max(0.0, :now - stamp) * :rate) - 1.0)) / :rate
-WHERE min(:burst, tokens + max(0.0, :now - stamp) * :rate) >= 1.0
+    full_at = :now + (:burst - (min(:burst, tokens + max(0.0, :now - stamp) * :rate) - :cost)) / :rate
+WHERE min(:burst, tokens + max(0.0, :now - stamp) * :rate) >= :cost
 RETURNING tokens"""
 _PEEK = "SELECT min(:burst, tokens + max(0.0, :now - stamp) * :rate) FROM buckets WHERE key = :key"
 _EVICT_EVERY_S = 10.0
@@ -76,16 +77,19 @@ class TokenBuckets:
         cls(path).close()
         return path
 
-    def take(self, key: str, rate: float, burst: float, now: float | None = None) -> Verdict:
-        """Take one token from ``key``'s bucket (``burst`` at most, refilled at ``rate`` per second)."""
+    def take(
+        self, key: str, rate: float, burst: float, now: float | None = None, cost: float = 1.0
+    ) -> Verdict:
+        """Take ``cost`` tokens (one by default) from ``key``'s bucket (``burst`` at most, refilled at
+        ``rate`` per second); nothing is taken when fewer are there."""
         now = time.monotonic() if now is None else now
-        params = {"key": key, "rate": rate, "burst": float(burst), "now": now}
+        params = {"key": key, "rate": rate, "burst": float(burst), "now": now, "cost": float(cost)}
         row = self._db.execute(_TAKE, params).fetchone()
         self._evict(now)
         if row is not None:
             return Verdict(True, float(row[0]), 0.0)
         tokens = self.tokens(key, rate, burst, now)
-        return Verdict(False, tokens, (1.0 - tokens) / rate)
+        return Verdict(False, tokens, (min(cost, burst) - tokens) / rate)
 
     def tokens(self, key: str, rate: float, burst: float, now: float | None = None) -> float:
         """Tokens in ``key``'s bucket now, without taking one (``burst`` for a client never seen)."""
@@ -116,12 +120,16 @@ class RateLimiter:
         self.rate = rate
         self.burst = burst
 
-    def check(self, client: str, now: float | None = None) -> None:
-        """Take one token for ``client`` or raise :class:`RateLimitedError` saying when to retry."""
-        verdict = self.buckets.take(f"rate:{client}", self.rate, self.burst, now)
+    def check(self, client: str, now: float | None = None, cost: float = 1.0, what: str = "") -> None:
+        """Take ``cost`` tokens for ``client`` (one per request; a request that costs more runs, an
+        explained one say, takes the rest once it is parsed) or raise :class:`RateLimitedError` saying
+        when to retry; ``what`` says in that message what the cost was for."""
+        verdict = self.buckets.take(f"rate:{client}", self.rate, self.burst, now, cost)
         if not verdict.allowed:
             raise RateLimitedError(
-                f"rate limit of {self.rate:g} requests/s (burst {self.burst}) exceeded; retry later",
+                f"rate limit of {self.rate:g} requests/s (burst {self.burst}) exceeded"
+                + (f" by {what}" if what else "")
+                + "; retry later",
                 retry_after=verdict.retry_after,
             )
 

@@ -110,6 +110,18 @@ class Metrics:
         self.predictions = Counter(
             "sentiment_predictions", "Predicted labels.", ["model", "label"], registry=r
         )
+        self.abstentions = Counter(
+            "sentiment_abstentions",
+            "Answers below the min_score asked for (their label kept, marked abstained), by best label.",
+            ["model", "label"],
+            registry=r,
+        )
+        self.explained_words = Counter(
+            "sentiment_explained_words",
+            "Words occluded to explain answers (one model run each).",
+            ["model"],
+            registry=r,
+        )
         self.scores = Histogram(
             "sentiment_prediction_score",
             "Probability of the predicted label.",
@@ -221,6 +233,7 @@ class ModelMetrics:
         self._batch_size = metrics.batch_size.labels(name)
         self._tokens = metrics.tokens.labels(name)
         self._truncated = metrics.truncated.labels(name)
+        self.explained_words = metrics.explained_words.labels(name)
 
     def record_batch(self, stats: BatchStats) -> None:
         """Called by the batcher after every inference call."""
@@ -238,6 +251,10 @@ class ModelMetrics:
         for label, score in zip(labels, scores, strict=True):
             metrics.predictions.labels(self.name, label).inc()
             metrics.scores.labels(self.name, label).observe(score)
+
+    def record_abstention(self, label: str) -> None:
+        """One answer below its min_score."""
+        self._metrics.abstentions.labels(self.name, label).inc()
 
     def record_model(self, version: str, variant: str, label_shares: dict[str, float]) -> None:
         """The loaded version (its info series) and its training label shares, the drift baseline."""

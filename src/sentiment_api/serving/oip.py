@@ -3,9 +3,10 @@
 The routes a KServe, Seldon or Triton client calls: server liveness and readiness, server and model
 metadata, model readiness, and inference. A model takes one ``BYTES`` input of texts (shape ``[N]``
 or ``[N, 1]``) and answers two outputs: ``label`` (``BYTES``, ``[N]``, the best label of each text)
-and ``probabilities`` (``FP32``, ``[N, L]``, every label's probability, in the order its
-``parameters.labels`` gives). The same keys, limits, metrics and batching apply as to ``/predict``;
-errors are the protocol's ``{"error": "..."}``.
+and ``probabilities`` (``FP32``, ``[N, L]``, every label's calibrated probability, in the order its
+``parameters.labels`` gives), and a third when asked for by name: ``logits`` (``FP32``, ``[N, L]``,
+the raw scores before calibration and softmax, what ``"raw_scores": true`` gives). The same keys,
+limits, metrics and batching apply as to ``/predict``; errors are the protocol's ``{"error": "..."}``.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from sentiment_api.serving.served_model import ServedModel
 from sentiment_api.serving.service import SentimentService, State
 
 INPUT = "text"
-OUTPUTS = ("label", "probabilities")
+OUTPUTS = ("label", "probabilities", "logits")
+DEFAULT_OUTPUTS = ("label", "probabilities")  # what a request naming no output gets
 PLATFORM = "onnxruntime_onnx"
 
 
@@ -140,6 +142,7 @@ async def model_metadata(request: Request) -> Response:
             "outputs": [
                 {"name": "label", "datatype": "BYTES", "shape": [-1]},
                 {"name": "probabilities", "datatype": "FP32", "shape": [-1, len(labels)]},
+                {"name": "logits", "datatype": "FP32", "shape": [-1, len(labels)]},
             ],
             "parameters": {"labels": labels},
         }
@@ -165,7 +168,7 @@ async def infer(request: Request) -> Response:
         InferenceRequest, json_object(raw, '{"inputs": [{"name", "shape", "datatype", "data"}]}')
     )
     texts = _texts(body["inputs"], app_state.request_models[1])
-    wanted = [output["name"] for output in body["outputs"] or [{"name": name} for name in OUTPUTS]]
+    wanted = [output["name"] for output in body["outputs"] or [{"name": name} for name in DEFAULT_OUTPUTS]]
     unknown = sorted(set(wanted) - set(OUTPUTS))
     if unknown:
         raise OipError(f"unknown output(s) {unknown}: this model has {list(OUTPUTS)}", 400)
@@ -179,15 +182,14 @@ async def infer(request: Request) -> Response:
         if name == "label":
             data: list[Any] = [prediction.label for prediction in outcome.predictions]
             outputs.append({"name": "label", "datatype": "BYTES", "shape": [len(texts)], "data": data})
-        else:
-            rows = [dict(zip(p.labels, p.scores, strict=True)) for p in outcome.predictions]
-            data = [row[label] for row in rows for label in labels]
+        else:  # the rows of probabilities or logits, in the model's label order
+            rows = outcome.probabilities if name == "probabilities" else outcome.logits
             outputs.append(
                 {
-                    "name": "probabilities",
+                    "name": name,
                     "datatype": "FP32",
                     "shape": [len(texts), len(labels)],
-                    "data": data,
+                    "data": [float(value) for value in rows.ravel().tolist()],
                     "parameters": {"labels": ",".join(labels)},
                 }
             )

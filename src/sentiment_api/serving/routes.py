@@ -11,6 +11,7 @@ input gets its own status and a message naming the field; the OpenAPI document i
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from typing import Any
 
 import orjson
@@ -20,9 +21,12 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 
 from sentiment_api.core.errors import InputError, MalformedBodyError, UnsupportedMediaTypeError
+from sentiment_api.core.explanations import count_words
 from sentiment_api.core.settings import Settings
 from sentiment_api.serving.errors import documented_errors, json_response
+from sentiment_api.serving.observability import ModelMetrics
 from sentiment_api.serving.schemas import Health, ModelInfo, ModelList, Probe
+from sentiment_api.serving.security import charge
 from sentiment_api.serving.service import Outcome, SentimentService, State
 
 TIMING_HEADERS = {
@@ -96,12 +100,18 @@ async def predict(request: Request) -> Response:
         return Response(status_code=499)  # gone before its body was in; nobody reads this
     payload = _parse(raw, *app_state.request_models)
     texts = payload["texts"] if "texts" in payload else [payload["text"]]
-    state.model = service.model(payload["model"]).name  # the request's metrics and log line name it
-    outcome = await service.predict(texts, payload["top_k"], deadline, request.receive, payload["model"])
+    served = service.model(payload["model"])
+    state.model = served.name  # the request's metrics and log line name it
+    if payload["explain"]:
+        charge(request, explained_runs(texts, settings.explain_max_words), "the explained words")
+    outcome = await service.predict(
+        texts, payload["top_k"], deadline, request.receive, payload["model"], payload["explain"]
+    )
     if outcome is None:
         return Response(status_code=499)  # the client is gone; nobody reads this
     batch = outcome.batch
-    body = _answer(outcome, "texts" in payload)
+    min_score = payload["min_score"] if payload["min_score"] is not None else settings.min_score
+    body = _answer(outcome, "texts" in payload, min_score, payload["raw_scores"], served.metrics)
     state.log = log_fields(outcome, texts, settings.log_text)
     return json_response(
         body,
@@ -229,17 +239,49 @@ def _predict_body(request_models: tuple[type[BaseModel], type[BaseModel]]) -> di
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": {"oneOf": one_of}}}}}
 
 
-def _answer(outcome: Outcome, batch_form: bool) -> dict[str, Any]:
-    """The response body: the earlier service's two fields first, in their order, then the new ones."""
-    results = [
-        {
+def explained_runs(texts: list[str], limit: int) -> int:
+    """The extra model runs explaining ``texts`` costs (one per word), or an :class:`InputError`
+    naming the limit when they hold more words than ``limit``."""
+    words = count_words(texts)
+    if words > limit:
+        message = (
+            f"explain: the text(s) hold {words} words; an explained request may hold at most {limit} "
+            "(setting explain_max_words): send fewer or shorter texts, or leave explain out"
+        )
+        raise InputError(message, [_error("explain", message, "too_many_words")])
+    return words
+
+
+def _answer(
+    outcome: Outcome,
+    batch_form: bool,
+    min_score: float | None = None,
+    raw_scores: bool = False,
+    metrics: ModelMetrics | None = None,
+) -> dict[str, Any]:
+    """The response body: the earlier service's two fields first, in their order, then the new ones;
+    ``abstained``, ``raw_scores`` and ``explanation`` only when the request's options call for them."""
+    results: list[dict[str, Any]] = []
+    for number, p in enumerate(outcome.predictions):
+        result: dict[str, Any] = {
             "sentiment": [
                 {"label": label, "score": score} for label, score in zip(p.labels, p.scores, strict=True)
             ],
             "truncated": p.truncated,
         }
-        for p in outcome.predictions
-    ]
+        if min_score is not None:
+            result["abstained"] = abstained = p.score < min_score
+            if abstained and metrics is not None:
+                metrics.record_abstention(p.label)
+        if raw_scores:
+            labels = outcome.labels
+            result["raw_scores"] = [
+                {"label": label, "score": float(logit)}
+                for label, logit in zip(labels, outcome.logits[number].tolist(), strict=True)
+            ]
+        if outcome.explanations is not None:
+            result["explanation"] = [asdict(word) for word in outcome.explanations[number]]
+        results.append(result)
     seconds = outcome.batch.inference_seconds
     if batch_form:
         return {
@@ -248,13 +290,14 @@ def _answer(outcome: Outcome, batch_form: bool) -> dict[str, Any]:
             "model_version": outcome.version,
             "model": outcome.model,
         }
-    first = results[0]
+    first = results.pop()
     return {
-        "sentiment": first["sentiment"],
+        "sentiment": first.pop("sentiment"),
         "inference_time": seconds,
         "model_version": outcome.version,
-        "truncated": first["truncated"],
+        "truncated": first.pop("truncated"),
         "model": outcome.model,
+        **first,
     }
 
 

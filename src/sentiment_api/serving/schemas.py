@@ -14,6 +14,7 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field
 from pydantic_core import PydanticCustomError
 
+from sentiment_api.core.calibration import CalibrationRecord
 from sentiment_api.core.metrics import Scores
 from sentiment_api.core.model_card import PackageRecord
 from sentiment_api.core.records import GateReport
@@ -49,7 +50,9 @@ def whole_number(value: object) -> object:
     return value
 
 
-def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[BaseModel], type[BaseModel]]:
+def request_models(
+    max_text_chars: int, max_batch_texts: int, explain_max_words: int = 64
+) -> tuple[type[BaseModel], type[BaseModel]]:
     """The single and the batch request models, with these limits."""
     text_type = Annotated[
         str,
@@ -68,23 +71,40 @@ def request_models(max_text_chars: int, max_batch_texts: int) -> tuple[type[Base
         description="Name of the model to ask (GET /models lists them); the default model when absent.",
     )
 
-    class PredictRequest(BaseModel):
-        """One tweet to classify."""
+    class Options(BaseModel):
+        """What a request may ask for beside the labels."""
 
         model_config = strict
-        text: text_type = Field(description=f"The tweet, 1 to {max_text_chars} characters, any script.")
         top_k: top_k_type = top_k_field
         model: str | None = model_field
+        min_score: float | None = Field(
+            None,
+            ge=0.0,
+            le=1.0,
+            description='Below this best score the answer keeps its label and scores and adds "abstained": '
+            "true (the server's min_score setting when absent).",
+        )
+        explain: bool = Field(
+            False,
+            description='Add "explanation": each word with its offsets and how much removing it lowers the '
+            f"chosen label's probability; one model run per word, at most {explain_max_words} words a "
+            "request, each counted in the rate limit.",
+        )
+        raw_scores: bool = Field(
+            False, description='Add "raw_scores": every label\'s logit, before the softmax.'
+        )
 
-    class BatchPredictRequest(BaseModel):
+    class PredictRequest(Options):
+        """One tweet to classify."""
+
+        text: text_type = Field(description=f"The tweet, 1 to {max_text_chars} characters, any script.")
+
+    class BatchPredictRequest(Options):
         """Several tweets to classify; results come back in the same order."""
 
-        model_config = strict
         texts: list[text_type] = Field(
             min_length=1, max_length=max_batch_texts, description=f"1 to {max_batch_texts} tweets."
         )
-        top_k: top_k_type = top_k_field
-        model: str | None = model_field
 
     return PredictRequest, BatchPredictRequest
 
@@ -96,7 +116,33 @@ class LabelScore(BaseModel):
     score: float
 
 
-class PredictResponse(BaseModel):
+class WordAttribution(BaseModel):
+    """One word of the text and how much it decided the chosen label."""
+
+    word: str
+    start: int = Field(description="Offset of its first character in the text.")
+    end: int = Field(description="Offset just past its last character.")
+    weight: float = Field(
+        description="The chosen label's probability minus its probability without this word: positive "
+        "speaks for the label, negative against."
+    )
+
+
+class Extras(BaseModel):
+    """The fields a request's options add to each text's answer (absent when not asked for)."""
+
+    abstained: bool | None = Field(
+        None, description="Whether the best score is below min_score (present when a min_score applies)."
+    )
+    raw_scores: list[LabelScore] | None = Field(
+        None, description="Every label's logit, in the model's label order (raw_scores: true)."
+    )
+    explanation: list[WordAttribution] | None = Field(
+        None, description="Each word's weight for the chosen label (explain: true)."
+    )
+
+
+class PredictResponse(Extras):
     """The earlier service's answer, plus fields old clients ignore."""
 
     sentiment: list[LabelScore] = Field(description="The top_k labels, best first.")
@@ -106,7 +152,7 @@ class PredictResponse(BaseModel):
     model: str = Field(description="The name of the model that answered.")
 
 
-class BatchItem(BaseModel):
+class BatchItem(Extras):
     """One text's result within a batch answer."""
 
     sentiment: list[LabelScore]
@@ -169,6 +215,7 @@ class ModelInfo(BaseModel):
     gate: GateReport | None
     label_shares: dict[str, float]
     versions: dict[str, str]
+    calibration: CalibrationRecord | None = None
     model: str = Field(description="The name it is served under.")
     device: str = Field(description="Where it runs: cpu or cuda.")
     state: str = Field(description="loading, ready or failed.")

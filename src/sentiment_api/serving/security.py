@@ -14,9 +14,10 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from fastapi import FastAPI
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sentiment_api.core.errors import (
@@ -33,7 +34,7 @@ from sentiment_api.serving.observability import Metrics
 
 log = logging.getLogger("sentiment_api.security")
 PROTECTED = frozenset(
-    {"/predict", "/model", "/models"}
+    {"/predict", "/model", "/models", "/ui/table"}
 )  # the routes that need a key and count against the rate
 PROTECTED_PREFIXES = (
     "/models/",
@@ -67,6 +68,7 @@ class GuardMiddleware:
         max_body_bytes: int,
         read_timeout_s: float,
         protected: frozenset[str],
+        body_limits: Mapping[str, int] | None = None,
     ) -> None:
         self.app = app
         self.keys = [key.encode() for key in keys]
@@ -76,6 +78,7 @@ class GuardMiddleware:
         self.max_body_bytes = max_body_bytes
         self.read_timeout_s = read_timeout_s
         self.protected = protected
+        self.body_limits = body_limits or {}  # paths whose bodies have a limit of their own
 
     def _authenticate(self, scope: Scope, address: str) -> str:
         """The client's name for rate limiting; raises when keys are on and this one is not known."""
@@ -120,25 +123,25 @@ class GuardMiddleware:
             if path in self.protected or path.startswith(PROTECTED_PREFIXES):
                 client = scope.get("client")
                 client_name = self._authenticate(scope, client[0] if client else "unknown")
+                # the routes charge a costly request's extra runs to the same client
+                scope.setdefault("state", {})["client"] = client_name
                 if self.rate_limiter is not None:
                     try:
                         self.rate_limiter.check(client_name)
                     except ServiceError:
                         self.metrics.throttled.labels("rate").inc()
                         raise
+            limit = self.body_limits.get(path, self.max_body_bytes)
             length = _content_length(scope)
-            if length is not None and length > self.max_body_bytes:
-                raise PayloadTooLargeError(self._too_large(length))
+            if length is not None and length > limit:
+                raise PayloadTooLargeError(_too_large(length, limit))
         except ServiceError as error:
             response = error_response(error, scope.get("state", {}).get("request_id"))
             await response(scope, receive, send)
             return
-        await self.app(scope, self._limited(receive, deadline), send)
+        await self.app(scope, self._limited(receive, deadline, limit), send)
 
-    def _too_large(self, size: int | str) -> str:
-        return f"body of {size} bytes is over the limit of {self.max_body_bytes} bytes"
-
-    def _limited(self, receive: Receive, deadline: float) -> Receive:
+    def _limited(self, receive: Receive, deadline: float, limit: int) -> Receive:
         """``receive`` that raises once more than the byte limit has arrived (chunked bodies), or when
         the body is still incomplete at ``deadline``. Once the body is in, ``receive`` is only awaited
         to hear of a disconnect, which may take as long as the request does."""
@@ -160,11 +163,15 @@ class GuardMiddleware:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 complete = not message.get("more_body", False)
-                if seen > self.max_body_bytes:
-                    raise PayloadTooLargeError(self._too_large(f"more than {self.max_body_bytes}"))
+                if seen > limit:
+                    raise PayloadTooLargeError(_too_large(f"more than {limit}", limit))
             return message
 
         return limited
+
+
+def _too_large(size: int | str, limit: int) -> str:
+    return f"body of {size} bytes is over the limit of {limit} bytes"
 
 
 def _content_length(scope: Scope) -> int | None:
@@ -195,6 +202,7 @@ def install_guards(app: FastAPI, settings: Settings, metrics: Metrics, buckets: 
     )
     throttle = AuthFailureThrottle(buckets, settings.auth_failure_limit, settings.auth_failure_window_s)
     public_metrics = settings.metrics_port is None
+    app.state.rate_limiter = limiter  # the routes charge a costly request's extra runs to it
     app.add_middleware(
         GuardMiddleware,
         keys=keys,
@@ -205,7 +213,23 @@ def install_guards(app: FastAPI, settings: Settings, metrics: Metrics, buckets: 
         read_timeout_s=settings.read_timeout_s,
         # with keys, metrics on the public port are for key holders only
         protected=PROTECTED | ({"/metrics"} if keys and public_metrics else set()),
+        body_limits={"/ui/table": settings.ui_max_file_bytes},  # the page's file upload
     )
+
+
+def charge(request: Request, runs: int, what: str) -> None:
+    """Take ``runs`` more tokens of the client's rate for a request that costs that many more model
+    runs (at most the burst, so that any request the limits admit can run once the bucket is full);
+    a :class:`RateLimitedError` when the bucket does not hold them."""
+    limiter: RateLimiter | None = request.app.state.rate_limiter
+    client = getattr(request.state, "client", None)
+    if limiter is None or client is None or runs <= 0:
+        return
+    try:
+        limiter.check(client, cost=min(runs, limiter.burst), what=what)
+    except ServiceError:
+        request.app.state.metrics.throttled.labels("rate").inc()
+        raise
 
 
 def install_cors(app: FastAPI, origins: list[str]) -> None:

@@ -24,6 +24,7 @@ import numpy as np
 from sentiment_api.core.devices import SpinMode
 from sentiment_api.core.engine import Classifier, Prediction
 from sentiment_api.core.errors import DeadlineExceededError, ModelError, NotReadyError, QueueFullError
+from sentiment_api.core.explanations import WordWeight, attributions, variants
 from sentiment_api.core.settings import InferencePlan, Settings
 from sentiment_api.core.tokenization import Encoded
 from sentiment_api.serving.batching import BatchLimits, BatchResult, MicroBatcher, OnRows
@@ -52,6 +53,10 @@ class Outcome:
     batch: BatchResult
     model: str  # the name the model is served under
     version: str  # the version that answered
+    logits: np.ndarray  # one row per text, in the model's label order (before calibration)
+    probabilities: np.ndarray  # the same rows, calibrated: what the scores are
+    labels: list[str]  # the columns of both, the model's label order
+    explanations: list[list[WordWeight]] | None = None  # per text, when asked for
 
 
 def model_version(classifier: Classifier) -> str:
@@ -213,12 +218,23 @@ class ServedModel:
         return classifier.tokenise(classifier.normalise(texts))
 
     def _infer(self, ids: list[Sequence[int]], on_rows: OnRows | None = None) -> np.ndarray:
-        assert self.classifier is not None and self.plan is not None
-        return self.classifier.infer(ids, self.plan.bucket_size, on_rows)
+        assert self.classifier is not None
+        return self._rows(self.classifier, ids, on_rows)
 
     def _infer_solo(self, ids: list[Sequence[int]], on_rows: OnRows | None = None) -> np.ndarray:
-        assert self.solo is not None and self.plan is not None
-        return self.solo.infer(ids, self.plan.bucket_size, on_rows)
+        assert self.solo is not None
+        return self._rows(self.solo, ids, on_rows)
+
+    def _rows(self, classifier: Classifier, ids: list[Sequence[int]], on_rows: OnRows | None) -> np.ndarray:
+        """Each text's logits and calibrated probabilities side by side, computed on the batch's
+        thread, so the event loop only slices them."""
+        assert self.plan is not None
+
+        def both(logits: np.ndarray) -> np.ndarray:
+            return np.hstack([logits, classifier.scores(logits)])
+
+        report = None if on_rows is None else (lambda rows, logits: on_rows(rows, both(logits)))
+        return both(classifier.logits(ids, self.plan.bucket_size, report))
 
     def _warm_up(self) -> float:
         """Run the shapes traffic will bring once, so the first requests do not pay for allocation;
@@ -244,7 +260,7 @@ class ServedModel:
         card = self.classifier.card
         fields = {
             "name", "variant", "labels", "normaliser", "max_length", "created_at", "metrics", "package",
-            "gate", "label_shares", "versions",
+            "gate", "label_shares", "versions", "calibration",
         }  # fmt: skip
         info: dict[str, Any] = card.model_dump(mode="json", include=fields)
         info.update(
@@ -272,8 +288,11 @@ class ServedModel:
         top_k: int,
         deadline: float,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
+        explain: bool = False,
     ) -> Outcome | None:
         """Normalise, tokenise, wait for a batch, rank; ``None`` when the client went away first.
+        ``explain`` runs each text once without each of its words in the same batch, and weighs the
+        words by what that changed (``explanations.py``).
 
         A request that arrives while the model is still loading waits for it (within its deadline)
         rather than failing: with several workers, one may still be warming up when another is ready.
@@ -281,7 +300,7 @@ class ServedModel:
         self._active += 1
         self._idle.clear()
         try:
-            return await self._predict(texts, top_k, deadline, disconnected)
+            return await self._predict(texts, top_k, deadline, disconnected, explain)
         finally:
             self._active -= 1
             if not self._active:
@@ -293,14 +312,16 @@ class ServedModel:
         top_k: int,
         deadline: float,
         disconnected: Callable[[], Awaitable[Any]] | None,
+        explain: bool,
     ) -> Outcome | None:
         await self._until_loaded(deadline)
         assert self.classifier is not None and self.batcher is not None
         classifier = self.classifier
+        batch, found = variants(texts) if explain else (texts, None)
         if self._tokenisers is None:
-            encoded = self._encode(texts)
+            encoded = self._encode(batch)
         else:  # off the event loop, so the loop keeps reading requests and answering batches meanwhile
-            encoded = await asyncio.get_running_loop().run_in_executor(self._tokenisers, self._encode, texts)
+            encoded = await asyncio.get_running_loop().run_in_executor(self._tokenisers, self._encode, batch)
         try:
             future = self.batcher.enqueue(encoded.ids, deadline)
         except QueueFullError:
@@ -313,13 +334,29 @@ class ServedModel:
             raise
         if result is None:
             return None
-        predictions = classifier.rank(result.probabilities, encoded.truncated, top_k)
+        count, width = len(texts), len(classifier.labels)
+        logits, probabilities = result.rows[:, :width], result.rows[:, width:]
+        truncated = encoded.truncated[:count]
+        predictions = classifier.rank(probabilities[:count], truncated, top_k)
         assert self.version is not None
         self.metrics.queue_wait.observe(result.queue_seconds)
         self.metrics.record_texts(
-            (len(ids) for ids in encoded.ids),
-            encoded.truncated,
+            (len(ids) for ids in encoded.ids[:count]),
+            truncated,
             [p.label for p in predictions],
             [p.score for p in predictions],
         )
-        return Outcome(predictions, result, self.name, self.version)
+        explanations = None
+        if found is not None:
+            explanations = attributions(probabilities, found)
+            self.metrics.explained_words.inc(len(batch) - count)
+        return Outcome(
+            predictions,
+            result,
+            self.name,
+            self.version,
+            logits[:count],
+            probabilities[:count],
+            classifier.labels,
+            explanations,
+        )

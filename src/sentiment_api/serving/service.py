@@ -223,11 +223,13 @@ class SentimentService:
         deadline: float,
         disconnected: Callable[[], Awaitable[Any]] | None = None,
         model: str | None = None,
+        explain: bool = False,
     ) -> Outcome | None:
-        """The named model's predictions (the default's when ``model`` is None); ``None`` when the
-        client went away first. A model with a shadow offers it the same texts afterwards."""
+        """The named model's predictions (the default's when ``model`` is None), explained when asked
+        (``ServedModel.predict``); ``None`` when the client went away first. A model with a shadow
+        offers it the same texts afterwards."""
         served = self.model(model)
-        outcome = await served.predict(texts, top_k, deadline, disconnected)
+        outcome = await served.predict(texts, top_k, deadline, disconnected, explain)
         shadow = self.shadows.get(served.name)
         if shadow is not None and outcome is not None and served.classifier is not None:
             queued = served.batcher.depth if served.batcher is not None else 0

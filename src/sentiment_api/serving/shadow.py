@@ -91,7 +91,7 @@ class Shadow:
         stats.seconds.append(seconds)
         metrics.shadow_seconds.labels(name).observe(seconds)
         metrics.shadow_requests.labels(name, "compared").inc()
-        rows = zip(live.batch.probabilities, shadow.batch.probabilities, strict=True)
+        rows = zip(live.probabilities, shadow.probabilities, strict=True)
         for ours, theirs in rows:
             live_p = dict(zip(live_labels, ours.tolist(), strict=True))
             shadow_p = dict(zip(shadow_labels, theirs.tolist(), strict=True))

@@ -1,15 +1,17 @@
 """XLSX input, read with openpyxl in read-only mode: a row at a time, whatever the sheet's size.
 
 Every cell is read as text (``str`` of what openpyxl returns), so a column keeps one type from the
-first chunk to the last; empty rows at the end of a sheet are dropped, as pandas drops them.
+first chunk to the last; empty rows at the end of a sheet are dropped, as pandas drops them. Batch
+prediction reads files this way (:func:`xlsx_tables`), and so does the page's upload (``serving``),
+from the bytes it was sent (:func:`xlsx_text_rows`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from sentiment_api.core.errors import DataError
 from sentiment_api.core.extras import require
@@ -19,7 +21,7 @@ if TYPE_CHECKING:
 
 
 @contextmanager
-def workbook(file: Path) -> Iterator[Any]:
+def workbook(file: Path | IO[bytes]) -> Iterator[Any]:
     """An openpyxl workbook in read-only mode, closed on exit (read-only mode keeps the file open)."""
     require("openpyxl")
     import openpyxl
@@ -31,7 +33,7 @@ def workbook(file: Path) -> Iterator[Any]:
         book.close()
 
 
-def sheet_of(book: Any, file: Path, sheet: str | None) -> Any:
+def sheet_of(book: Any, file: object, sheet: str | None) -> Any:
     """The sheet named ``sheet`` (the first if None), or a :class:`DataError` naming the sheets."""
     if sheet is None:
         return book.worksheets[0]
@@ -67,36 +69,49 @@ def header_names(header: tuple[Any, ...]) -> list[str]:
     return names
 
 
+@contextmanager
+def xlsx_text_rows(
+    file: Path | IO[bytes], sheet: str | None, where: object = None
+) -> Iterator[tuple[list[str], Iterator[list[str | None]]]]:
+    """A sheet's column names (:func:`header_names`) and its rows, each cell as text or None and each
+    row as wide as the header, while the workbook is open; ``where`` names the file in errors."""
+    with workbook(file) as book:
+        rows = sheet_of(book, file if where is None else where, sheet).iter_rows(values_only=True)
+        names = header_names(next(rows, ()))
+        yield names, _text_rows(rows, len(names))
+
+
+def _text_rows(rows: Iterable[tuple[Any, ...]], width: int) -> Iterator[list[str | None]]:
+    blank = 0  # empty rows seen but not kept yet: kept only if a row with data follows
+    for row in rows:
+        if all(value is None for value in row):
+            blank += 1
+            continue
+        for _ in range(blank):
+            yield [None] * width
+        blank = 0
+        cells = [None if value is None else str(value) for value in row[:width]]
+        yield cells + [None] * (width - len(cells))
+
+
 def xlsx_tables(file: Path, sheet: str | None, chunk_rows: int) -> Iterator[pa.Table]:
     """The rows of one sheet, as text, ``chunk_rows`` at a time."""
-    with workbook(file) as book:
-        rows = sheet_of(book, file, sheet).iter_rows(values_only=True)
-        names = header_names(next(rows, ()))
-        chunk: list[tuple[Any, ...]] = []
-        blank = 0  # empty rows seen but not kept yet: kept only if a row with data follows
+    with xlsx_text_rows(file, sheet) as (names, rows):
+        chunk: list[list[str | None]] = []
         for row in rows:
-            if all(value is None for value in row):
-                blank += 1
-                continue
-            chunk.extend([()] * blank)
-            blank = 0
             chunk.append(row)
-            while len(chunk) >= chunk_rows:
-                yield _text_table(chunk[:chunk_rows], names)
-                chunk = chunk[chunk_rows:]
+            if len(chunk) == chunk_rows:
+                yield _text_table(chunk, names)
+                chunk = []
         if chunk:
             yield _text_table(chunk, names)
 
 
-def _text_table(rows: list[tuple[Any, ...]], names: list[str]) -> pa.Table:
+def _text_table(rows: list[list[str | None]], names: list[str]) -> pa.Table:
     require("pyarrow")
     import pyarrow as pa
 
-    columns: list[list[str | None]] = [[] for _ in names]
-    for row in rows:
-        for index, column in enumerate(columns):
-            value = row[index] if index < len(row) else None
-            column.append(None if value is None else str(value))
+    columns = [list(column) for column in zip(*rows, strict=True)] if rows else [[] for _ in names]
     return pa.table(
         {name: pa.array(column, pa.string()) for name, column in zip(names, columns, strict=True)}
     )

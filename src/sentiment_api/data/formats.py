@@ -1,4 +1,9 @@
-"""The file formats batch prediction reads and writes, told apart by their suffix."""
+"""The file formats the project reads and writes, told apart by their suffix, and the usual names
+of the column that holds the text.
+
+Batch prediction (``sentiment_api.batch``) and the page's uploads (``sentiment_api.serving.uploads``)
+both name a file's format from here, so a file one of them reads is one the other recognises.
+"""
 
 from __future__ import annotations
 
@@ -30,6 +35,8 @@ OUTPUT_SUFFIXES: dict[str, OutputFormat] = {
 }
 # a worksheet holds 1,048,576 rows, the header included
 XLSX_MAX_ROWS = 1_048_575
+# the text column when none is named: the first of these a file has
+TEXT_COLUMN_GUESSES = ("tweet_text", "Tweet", "text", "tweet")
 KNOWN = ".csv, .tsv, .parquet, .jsonl (.ndjson, .json) or .xlsx, optionally .gz, .bz2, .zst or .lz4"
 
 
