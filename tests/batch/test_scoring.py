@@ -130,3 +130,18 @@ def test_batch_scores_are_the_packages_calibrated_scores(onnx_package, tmp_path)
         assert [row[f"score_{label}"] for label in calibrated.labels] == pytest.approx(
             probabilities.tolist(), abs=1e-5
         )
+
+
+def test_min_score_adds_an_abstained_column_and_keeps_the_labels(classifier) -> None:
+    texts = ["love my new ipad", None, "the app keeps crashing"]
+    plain = ChunkScorer.of_classifier(classifier, "tweet_text")(chunk(texts)).to_pylist()
+    higher = max(plain[0]["score"], plain[2]["score"])  # the other text's score is below it
+
+    scorer = ChunkScorer.of_classifier(classifier, "tweet_text", min_score=higher)
+    out = scorer(chunk(texts)).to_pylist()
+
+    assert scorer.columns.names[-2:] == ["abstained", "skip_reason"]
+    assert [row["abstained"] for row in out] == [plain[0]["score"] < higher, None, plain[2]["score"] < higher]
+    assert {row["abstained"] for row in out} == {True, False, None}
+    assert [row["label"] for row in out] == [row["label"] for row in plain]
+    assert "abstained" not in plain[0]

@@ -48,6 +48,13 @@ class PredictOptions(BaseModel):
     column_prefix: str = Field(
         "", description="Put before the names of the added columns (label, score, ...), e.g. pred_."
     )
+    min_score: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="Add an abstained column: true where the best score is below this (the server's "
+        "min_score, for a whole file); the label and scores are kept.",
+    )
     streams: int | None = Field(
         None,
         ge=1,

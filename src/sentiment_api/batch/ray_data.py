@@ -63,6 +63,7 @@ class RayChunkScorer:
             batch_size=settings.batch_size,
             max_text_chars=settings.max_text_chars,
             prefix=settings.column_prefix,
+            min_score=settings.min_score,
         )
 
     def __call__(self, batch: pa.Table) -> pa.Table:
@@ -94,7 +95,7 @@ def predict_on_ray(
             f"{input}: Ray Data reads no XLSX; convert it to Parquet or CSV, or run without --ray"
         )
     card = ModelCard.load(model)
-    columns = OutputColumns(tuple(card.labels), options.column_prefix)
+    columns = OutputColumns(tuple(card.labels), options.column_prefix, options.min_score)
     columns.check_free(source.columns, input)
     if taken := sorted({ROW, PART} & set(source.columns)):
         raise DataError(f"{input}: column {taken[0]!r} is a name --ray uses for itself; rename it")

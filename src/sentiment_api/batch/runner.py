@@ -151,6 +151,7 @@ def predict_files(
         max_text_chars=options.max_text_chars,
         prefix=options.column_prefix,
         score=score,
+        min_score=options.min_score,
     )
     scorer.columns.check_free(source.columns, input)
     plan = plan_output(output, options.output_format)
@@ -240,7 +241,7 @@ def _manifest(
         "device": classifier.device,  # fp16 on a GPU scores to about 1e-3 of the CPU: not the same rows
         "parts_format": plan.parts_format,
         "settings": options.model_dump(
-            include={"batch_size", "chunk_rows", "part_rows", "max_text_chars", "column_prefix"}
+            include={"batch_size", "chunk_rows", "part_rows", "max_text_chars", "column_prefix", "min_score"}
         ),
     }
 

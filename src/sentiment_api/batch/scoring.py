@@ -99,6 +99,7 @@ class OutputColumns:
 
     labels: tuple[str, ...]
     prefix: str = ""
+    min_score: float | None = None  # set: an abstained column after the scores
 
     @property
     def label(self) -> str:
@@ -125,9 +126,15 @@ class OutputColumns:
         return f"{self.prefix}score_{label}"
 
     @property
+    def abstained(self) -> str:
+        """Whether the best score is below ``min_score`` (only with one)."""
+        return f"{self.prefix}abstained"
+
+    @property
     def names(self) -> list[str]:
         """Every added column, in the order they are added."""
-        return [self.label, self.score, self.truncated, *map(self.of, self.labels), self.reason]
+        abstained = [] if self.min_score is None else [self.abstained]
+        return [self.label, self.score, self.truncated, *map(self.of, self.labels), *abstained, self.reason]
 
     def output_schema(self, schema: pa.Schema) -> pa.Schema:
         """``schema`` (without its metadata) followed by these columns and their types."""
@@ -139,6 +146,7 @@ class OutputColumns:
             pa.field(self.score, pa.float64()),
             pa.field(self.truncated, pa.bool_()),
             *(pa.field(self.of(label), pa.float64()) for label in self.labels),
+            *([] if self.min_score is None else [pa.field(self.abstained, pa.bool_())]),
             pa.field(self.reason, pa.string()),
         ]
         return pa.schema([*schema.remove_metadata(), *added])
@@ -180,10 +188,11 @@ class ChunkScorer:
         max_text_chars: int = 1000,
         prefix: str = "",
         score: ScoreChunk | None = None,
+        min_score: float | None = None,
     ) -> ChunkScorer:
         """Score with ``classifier``'s labels and normaliser (and its session unless ``score`` is given)."""
         return cls(
-            OutputColumns(tuple(classifier.labels), prefix),
+            OutputColumns(tuple(classifier.labels), prefix, min_score),
             text_column,
             classifier.normalise,
             score or classifier_scorer(classifier, batch_size),
@@ -223,8 +232,11 @@ class ChunkScorer:
             pa.array(rounded[np.arange(len(best)), best], pa.float64(), mask=bad),
             pa.array(truncated, pa.bool_(), mask=bad),
             *(pa.array(rounded[:, j], pa.float64(), mask=bad) for j in range(len(labels))),
-            pa.array(reasons, pa.string()),
         ]
+        if self.columns.min_score is not None:
+            below = probabilities[np.arange(len(best)), best] < self.columns.min_score
+            added.append(pa.array(below, pa.bool_(), mask=bad))
+        added.append(pa.array(reasons, pa.string()))
         # the input's schema metadata (pandas' index, for one) would describe the wrong columns
         table = table.replace_schema_metadata(None)
         return pa.Table.from_arrays(
