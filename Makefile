@@ -20,7 +20,7 @@ STAMP := $(VENV)/.installed-$(subst $(comma),-,$(EXTRAS))
 SERVE_STAMP := $(VENV)/.installed-serve
 MODEL ?=
 
-.PHONY: install base-models accurate-model test lint train evaluate default-model bench bench-roberta bench-batch bench-server bench-models bench-explain bench-shadow bench-request-cost bench-gpu serve loadtest soak abuse-figures clean
+.PHONY: install base-models accurate-model test lint train evaluate default-model bench bench-roberta bench-batch bench-server bench-models bench-explain bench-shadow bench-request-path bench-request-cost bench-gpu serve loadtest soak abuse-figures clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -113,6 +113,9 @@ bench-explain: $(STAMP) ## latency of explained, raw-score and plain requests to
 
 bench-shadow: $(STAMP) ## what a shadow costs the live path: with and without one, at 1 and 32 connections (needs wrk)
 	$(BIN)/python bench/server/shadow_latency.py
+
+bench-request-path: $(STAMP) ## the service against the plain FastAPI + ONNX Runtime server, and BEFORE=REV's code, alternated (needs wrk)
+	$(BIN)/python bench/server/request_path.py $(if $(BEFORE),--before $(BEFORE))
 
 bench-request-cost: $(STAMP) ## CPU per request inside the process: the app, without each middleware, the service alone, the route's pieces
 	$(BIN)/python bench/server/request_cost.py

@@ -141,11 +141,13 @@ def finish(process: subprocess.Popen[str]) -> Run:
 
 
 @contextmanager
-def serving(out: Path, name: str, workers: int = 1, **env: str) -> Iterator[ServiceProcess]:
-    """The shipped model (or MODEL) served on a free loopback port until the block ends, however it
-    ends, logging warnings only unless SENTIMENT_LOG_LEVEL says otherwise; its log in
-    ``out/name.log``. Exits with the end of that log if it does not start."""
-    model = os.environ.get("MODEL") or str(SHIPPED_MODEL)
+def serving(
+    out: Path, name: str, workers: int = 1, model: Path | None = None, **env: str
+) -> Iterator[ServiceProcess]:
+    """``model`` (default: MODEL, or the shipped model) served on a free loopback port until the
+    block ends, however it ends, logging warnings only unless SENTIMENT_LOG_LEVEL says otherwise; its
+    log in ``out/name.log``. Exits with the end of that log if it does not start."""
+    model = model or Path(os.environ.get("MODEL") or SHIPPED_MODEL)
     environment = {"SENTIMENT_LOG_LEVEL": os.environ.get("SENTIMENT_LOG_LEVEL", "warning"), **env}
     try:
         with running_service(

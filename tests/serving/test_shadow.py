@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import time
 from pathlib import Path
 
@@ -34,6 +36,11 @@ def ask(client, count: int) -> list[dict]:
     return answers
 
 
+def thread_policies(pid: int) -> list[int]:
+    """The scheduling policy of every thread of process ``pid``."""
+    return [os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
+
+
 def summary_when(client, name: str, texts: int) -> dict:
     # the shadow runs on idle cores only: on a busy machine it waits its turn
     wait_until(lambda: client.get(f"/models/{name}/shadow").json()["compared_texts"] >= texts, timeout=120)
@@ -50,16 +57,17 @@ def test_a_shadow_with_the_same_weights_agrees_everywhere_and_answers_nobody(mod
         summary = summary_when(client, "brand", 3)
         metrics = client.get("/metrics").text
         service = client.app.state.service
-        policies = {
-            name: client.portal.call(model.batcher.run_in_workers, lambda: os.sched_getscheduler(0))
-            for name, model in (
-                ("live", service.model("brand")),
-                ("shadow", service.shadow("brand").candidate),
-            )
-        }
+        shadow_pid = service.shadow("brand").process.pid
+        shadow_policies = thread_policies(shadow_pid)
+        live_policies = client.portal.call(
+            service.model("brand").batcher.run_in_workers, lambda: os.sched_getscheduler(0)
+        )
 
-    # the shadow's inference thread runs only on idle cores; the live model's are as they were
-    assert set(policies["shadow"]) == {os.SCHED_IDLE} and os.SCHED_IDLE not in policies["live"]
+    # the shadow runs in a process of its own, every thread of it only on idle cores; the live
+    # model's threads are as they were
+    assert shadow_pid != os.getpid()
+    assert shadow_policies and set(shadow_policies) == {os.SCHED_IDLE}
+    assert os.SCHED_IDLE not in live_policies
     assert {a["model_version"].split("-")[1] for a in answers} == {"v1"}  # the live model answers
     assert summary["shadow_version"].startswith("brand-v2-") and summary["agreement"] == 1.0
     assert summary["live_label_shares"] == summary["shadow_label_shares"]
@@ -96,6 +104,39 @@ def test_a_disagreeing_shadow_is_measured_then_promoted_through_the_admin_api(mo
         assert detached.status_code == 200 and client.get("/models/brand/shadow").status_code == 404
 
 
+def test_a_shadow_whose_process_dies_stops_comparing_and_the_live_model_answers_on(models_dir) -> None:
+    settings = settings_for(
+        models_dir / "v1", model=[f"brand={models_dir / 'v1'}"], shadow=[f"brand={models_dir / 'v2'}"]
+    )
+    with serving(settings) as client:
+        wait_until(lambda: client.get("/models/brand/shadow").json()["state"] == "ready")
+        os.kill(client.app.state.service.shadow("brand").process.pid, signal.SIGKILL)
+        wait_until(lambda: "exit code" in (client.get("/models/brand/shadow").json()["error"] or ""))
+        answers = ask(client, 5)
+        summary = client.get("/models/brand/shadow").json()
+        ready = client.get("/readyz").status_code
+
+    assert all(answer["sentiment"] for answer in answers) and ready == 200
+    assert summary["state"] == "failed" and "exit code -9" in summary["error"]
+    assert summary["dropped_requests"] >= 5  # offered to a failed shadow: dropped and counted
+
+
+def test_a_shadow_that_cannot_load_is_reported_and_the_live_model_serves(models_dir, tmp_path) -> None:
+    broken = tmp_path / "broken"
+    shutil.copytree(models_dir / "v2", broken)
+    (broken / "model.onnx").write_bytes(b"not a model")
+    settings = settings_for(
+        models_dir / "v1", model=[f"brand={models_dir / 'v1'}"], shadow=[f"brand={broken}"]
+    )
+    with serving(settings) as client:
+        wait_until(lambda: client.get("/models/brand/shadow").json()["state"] == "failed", timeout=120)
+        summary = client.get("/models/brand/shadow").json()
+        answer = client.post("/predict", json={"text": "love it", "model": "brand"})
+
+    assert answer.status_code == 200
+    assert summary["error"] and summary["shadow_version"] is None
+
+
 def test_shadow_work_is_dropped_while_the_live_model_has_texts_queued(models_dir) -> None:
     from prometheus_client import CollectorRegistry
 
@@ -103,11 +144,9 @@ def test_shadow_work_is_dropped_while_the_live_model_has_texts_queued(models_dir
     from sentiment_api.serving.served_model import State
     from sentiment_api.serving.shadow import Shadow
 
-    class Ready:
-        state = State.READY
-
     metrics = Metrics(CollectorRegistry())
-    shadow = Shadow("brand", Ready(), 1.0, metrics)  # type: ignore[arg-type]
+    shadow = Shadow("brand", models_dir / "v2", 1.0, metrics)  # never started: no process needed here
+    shadow.state = State.READY
     shadow.offer(["a tweet"], None, [], live_queued=3)  # type: ignore[arg-type]
     assert shadow.stats.dropped == 1
     assert (

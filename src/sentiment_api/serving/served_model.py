@@ -7,11 +7,8 @@ HTTP layer never touches a classifier or a batcher itself.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
-import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -66,16 +63,6 @@ def model_version(classifier: Classifier) -> str:
     return f"{card.name}-{card.variant}-{digest}"
 
 
-def idle_priority() -> None:
-    """Let the calling thread run only when no other thread wants the core (Linux ``SCHED_IDLE``;
-    elsewhere, the lowest nice value it may take): a shadow's inference must not slow the live one."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: this thread
-    except (AttributeError, OSError):
-        with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-
-
 class ServedModel:
     """One package under one name: owns its classifier and batcher, and whether it is loaded."""
 
@@ -86,10 +73,8 @@ class ServedModel:
         settings: Settings,
         metrics: ModelMetrics,
         classifier: Classifier | None = None,
-        background: bool = False,
     ) -> None:
         self.name = name
-        self.background = background  # a shadow: its inference threads run only on idle cores
         self.package = package
         self.settings = settings
         self.plan: InferencePlan | None = None  # the settings on the device the model landed on
@@ -161,8 +146,6 @@ class ServedModel:
             self.batcher.start()
             timings = await self.batcher.run_in_workers(self._warm_up)
             self.batcher.admission.assume_speed(sum(timings) / len(timings) / limits.streams)
-            if self.background:
-                await self.batcher.run_in_workers(idle_priority)
         except Exception as exc:
             log.exception("the model %s at %s could not be loaded", self.name, self.package)
             self.error = " ".join(str(exc).split()) or type(exc).__name__

@@ -80,12 +80,9 @@ class SentimentService:
             raise UnknownModelError(f"model: no model named {name!r}; this service holds {known}") from None
 
     def _shadow(self, name: str, package: Path) -> Shadow:
-        """A shadow of model ``name``: one stream of one thread, which runs only on idle cores, so it
-        takes nothing from the live path."""
-        quiet = self.settings.model_copy(update={"streams": 1, "threads": 1})
-        metrics = self.metrics.for_model(f"{name}-shadow")
-        candidate = ServedModel(f"{name}-shadow", package, quiet, metrics, background=True)
-        return Shadow(name, candidate, self.settings.shadow_share, self.metrics)
+        """A shadow of model ``name``: its package in a process of its own, on one thread that runs
+        only on idle cores, so it takes next to nothing from the live path."""
+        return Shadow(name, package, self.settings.shadow_share, self.metrics, self.settings.device)
 
     def start(self) -> None:
         """Load and warm every model in the background; readiness turns 200 when all are done (a
@@ -93,7 +90,7 @@ class SentimentService:
         for model in self.models.values():
             model.start()
         for shadow in self.shadows.values():
-            shadow.candidate.start()
+            shadow.start()
 
     def shadow(self, name: str) -> Shadow:
         """The shadow of model ``name`` (a 404 when it has none)."""
@@ -109,9 +106,10 @@ class SentimentService:
         self.model(name)
         check_package(name, package)
         shadow = self._shadow(name, package)
-        await shadow.candidate.load()
-        if shadow.candidate.state is State.FAILED:
-            raise ModelUpdateError(f"shadow of {name}: {package.name} refused: {shadow.candidate.error}")
+        await shadow.load()
+        if shadow.state is State.FAILED:
+            await shadow.stop()
+            raise ModelUpdateError(f"shadow of {name}: {package.name} refused: {shadow.error}")
         previous = self.shadows.get(name)
         self.shadows[name] = shadow
         if previous is not None:
@@ -128,7 +126,7 @@ class SentimentService:
     async def promote_shadow(self, name: str) -> dict[str, Any]:
         """Serve the shadow's package as ``name``, through the same checks as any swap; the shadow ends."""
         shadow = self.shadow(name)
-        swapped = await self.swap(name, shadow.candidate.package)
+        swapped = await self.swap(name, shadow.package)
         if self.shadows.get(name) is shadow:
             del self.shadows[name]
             await shadow.stop()

@@ -1,31 +1,44 @@
 """Shadow traffic: a candidate model answers a share of a live model's requests off the response path,
 and how it agrees with the live one is measured before anyone promotes it.
 
-The client never waits for the shadow: its answer is computed after the live one was, in a task of
-its own. Shadow work is the first dropped under load (while the live model has texts queued, or the
-shadow is still busy with an earlier request), and every dropped request is counted.
+The candidate runs in a process of its own (``shadow_worker.py``) at idle priority, so it shares no
+interpreter lock with the live requests and gets a core only when they leave one free. The live
+side's part is small: after a request was answered, it pickles the texts and the live probabilities
+and sends them without waiting; when the comparison comes back, the event loop counts it. Shadow
+work is the first dropped under load (while the live model has texts queued, the shadow is still
+busy with an earlier request, or its socket is full), and every dropped request is counted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import heapq
+import itertools
 import logging
+import pickle
 import random
+import socket
+import subprocess
+import sys
 import time
 from collections import Counter, deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sentiment_api.serving.observability import Metrics
-from sentiment_api.serving.served_model import Outcome, ServedModel, State
+from sentiment_api.serving.served_model import Outcome, State
+from sentiment_api.serving.shadow_protocol import MAX_MESSAGE, Compared
 
 log = logging.getLogger("sentiment_api.serving")
 LARGEST = 5  # the largest probability differences kept for the summary
 LATENCIES = 1000  # the last shadow latencies kept for its p50 and p99
-SHADOW_TIMEOUT_S = 30.0
+SHADOW_TIMEOUT_S = 30.0  # a request the shadow has not answered by then counts as failed
+LOAD_TIMEOUT_S = 300.0  # for the shadow's process to load and warm its package
+STOP_TIMEOUT_S = 10.0  # for the comparison under way to come back, then for the process to exit
 
 
 @dataclass
@@ -43,72 +56,169 @@ class ShadowStats:
 
 
 class Shadow:
-    """A candidate attached to one live model, answering ``share`` of its requests off the response path."""
+    """A candidate package attached to one live model, answering ``share`` of its requests in a
+    process of its own."""
 
-    def __init__(self, live_name: str, candidate: ServedModel, share: float, metrics: Metrics) -> None:
+    def __init__(
+        self, live_name: str, package: Path, share: float, metrics: Metrics, device: str = "cpu"
+    ) -> None:
         self.live_name = live_name
-        self.candidate = candidate
+        self.package = package
         self.share = share
+        self.device = device
+        self.state = State.LOADING
+        self.version: str | None = None
+        self.error: str | None = None  # why the shadow failed, in one line
         self.stats = ShadowStats()
+        self.process: subprocess.Popen[bytes] | None = None
         self._metrics = metrics
-        self._busy = 0
-        self._tasks: set[asyncio.Task[None]] = set()
         self._random = random.Random(0)
+        self._channel: socket.socket | None = None
+        self._buffer = bytearray(MAX_MESSAGE)
+        self._numbers = itertools.count()
+        self._pending: dict[int, float] = {}  # request number -> when it was sent
+        self._reaping: asyncio.Task[None] | None = None
+        self._loaded = asyncio.Event()  # ready or failed
+        self._idle = asyncio.Event()  # nothing pending
+        self._idle.set()
+
+    def start(self) -> None:
+        """Start the shadow's process; it turns ready once the package is loaded and warmed there."""
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        with theirs:
+            ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, MAX_MESSAGE)
+            command = [
+                sys.executable, "-m", "sentiment_api.serving.shadow_worker",
+                "--socket-fd", str(theirs.fileno()), "--package", str(self.package), "--device", self.device,
+            ]  # fmt: skip
+            self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
+        ours.setblocking(False)
+        self._channel = ours
+        asyncio.get_running_loop().add_reader(ours.fileno(), self._receive)
+
+    async def load(self) -> None:
+        """Start the process and wait until it is ready, or :attr:`state` says it failed."""
+        self.start()
+        try:
+            await asyncio.wait_for(self._loaded.wait(), LOAD_TIMEOUT_S)
+        except TimeoutError:
+            self._fail(f"its process did not load the package within {LOAD_TIMEOUT_S:g} s")
 
     def offer(self, texts: list[str], live: Outcome, live_labels: list[str], live_queued: int) -> None:
-        """Run ``texts`` on the candidate too, unless the draw, the load or its state says no
-        (``live_labels``: the order of the live answer's probability columns)."""
+        """Send ``texts`` and the live answer to the shadow, unless the draw, the load or its state
+        says no (``live_labels``: the order of the live answer's probability columns)."""
         if self._random.random() >= self.share:
             return
-        if self.candidate.state is not State.READY or live_queued or self._busy:
-            self.stats.dropped += 1
-            self._metrics.shadow_requests.labels(self.live_name, "dropped").inc()
+        self._expire()
+        if self.state is not State.READY or live_queued or self._pending or self._channel is None:
+            self._drop()
             return
-        self._busy += 1
-        task = asyncio.get_running_loop().create_task(self._compare(texts, live, live_labels))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _compare(self, texts: list[str], live: Outcome, live_labels: list[str]) -> None:
-        started = time.monotonic()
+        number = next(self._numbers)
+        message = pickle.dumps((number, texts, live.probabilities, live_labels), pickle.HIGHEST_PROTOCOL)
+        if len(message) > MAX_MESSAGE:  # more than the shadow reads in one message
+            self._drop()
+            return
         try:
-            outcome = await self.candidate.predict(texts, 1, started + SHADOW_TIMEOUT_S)
-        except Exception as error:  # the shadow must never hurt the live path: count it, log it
-            self.stats.failed += 1
-            self._metrics.shadow_requests.labels(self.live_name, "failed").inc()
-            log.warning("shadow of %s failed: %s", self.live_name, error)
+            self._channel.send(message)
+        except OSError:  # its socket is full (or its buffer smaller than this message)
+            self._drop()
             return
-        finally:
-            self._busy -= 1
-        if outcome is None or self.candidate.classifier is None:
-            return
-        self._record(live, live_labels, outcome, self.candidate.classifier.labels, time.monotonic() - started)
+        self._pending[number] = time.monotonic()
+        self._idle.clear()
 
-    def _record(
-        self, live: Outcome, live_labels: list[str], shadow: Outcome, shadow_labels: list[str], seconds: float
-    ) -> None:
+    def _drop(self) -> None:
+        self.stats.dropped += 1
+        self._metrics.shadow_requests.labels(self.live_name, "dropped").inc()
+
+    def _receive(self) -> None:
+        """Read what the shadow's process sent (the event loop calls this when there is something)."""
+        assert self._channel is not None
+        while self._channel is not None:
+            try:
+                size = self._channel.recv_into(self._buffer)
+            except BlockingIOError:
+                return
+            except OSError:
+                size = 0
+            if not size:
+                self._fail("its process ended")
+                self._reaping = asyncio.get_running_loop().create_task(self._reap())
+                return
+            self._handle(pickle.loads(memoryview(self._buffer)[:size]))
+
+    async def _reap(self) -> None:
+        """Wait for the process that ended and say with which exit code (a -9 is often the OOM killer)."""
+        if self.process is not None:
+            code = await asyncio.to_thread(self.process.wait)
+            self.error = f"its process ended (exit code {code})"
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "ready":
+            _, self.version, _labels = message
+            self.state = State.READY
+            self._loaded.set()
+            log.info("shadow of %s (%s) ready", self.live_name, self.version)
+        elif kind == "failed" and message[1] is None:
+            self._fail(message[2])
+        elif kind == "failed":
+            if self._pending.pop(message[1], None) is not None:
+                self._failed_request(message[2])
+        elif kind == "compared":
+            _, number, rows = message
+            sent = self._pending.pop(number, None)
+            if sent is not None:
+                self._record(rows, time.monotonic() - sent)
+        if not self._pending:
+            self._idle.set()
+
+    def _expire(self) -> None:
+        """Count requests the shadow has not answered in :data:`SHADOW_TIMEOUT_S` as failed."""
+        now = time.monotonic()
+        for number, sent in list(self._pending.items()):
+            if now - sent > SHADOW_TIMEOUT_S:
+                del self._pending[number]
+                self._failed_request(f"no answer within {SHADOW_TIMEOUT_S:g} s")
+        if not self._pending:
+            self._idle.set()
+
+    def _failed_request(self, reason: str) -> None:
+        self.stats.failed += 1
+        self._metrics.shadow_requests.labels(self.live_name, "failed").inc()
+        log.warning("shadow of %s failed: %s", self.live_name, reason)
+
+    def _fail(self, reason: str) -> None:
+        """The shadow cannot go on (its package did not load, its process ended): it stops comparing;
+        the live model is not affected."""
+        if self.state is not State.FAILED:
+            self.error = reason
+            self.state = State.FAILED
+            log.warning("shadow of %s stopped: %s", self.live_name, reason)
+        for _ in range(len(self._pending)):
+            self._failed_request(reason)
+        self._pending.clear()
+        self._idle.set()
+        self._loaded.set()
+        self._close()
+
+    def _close(self) -> None:
+        if self._channel is not None:
+            asyncio.get_running_loop().remove_reader(self._channel.fileno())
+            self._channel.close()
+            self._channel = None
+
+    def _record(self, rows: list[Compared], seconds: float) -> None:
         stats, metrics, name = self.stats, self._metrics, self.live_name
         stats.seconds.append(seconds)
         metrics.shadow_seconds.labels(name).observe(seconds)
         metrics.shadow_requests.labels(name, "compared").inc()
-        rows = zip(live.probabilities, shadow.probabilities, strict=True)
-        for ours, theirs in rows:
-            live_p = dict(zip(live_labels, ours.tolist(), strict=True))
-            shadow_p = dict(zip(shadow_labels, theirs.tolist(), strict=True))
-            live_label, shadow_label = (
-                max(live_p, key=live_p.__getitem__),
-                max(shadow_p, key=shadow_p.__getitem__),
-            )
-            agreed = live_label == shadow_label
+        for agreed, live_label, shadow_label, diff in rows:
             stats.compared += 1
             stats.agreed += agreed
             stats.live_labels[live_label] += 1
             stats.shadow_labels[shadow_label] += 1
             metrics.shadow_agreement.labels(name, "true" if agreed else "false").inc()
             metrics.shadow_predictions.labels(name, shadow_label).inc()
-            diff = max(
-                abs(live_p.get(label, 0.0) - shadow_p.get(label, 0.0)) for label in {*live_p, *shadow_p}
-            )
             metrics.shadow_diff.labels(name).observe(diff)
             entry = (round(diff, 4), live_label, shadow_label)
             if len(stats.largest) < LARGEST:
@@ -129,8 +239,9 @@ class Shadow:
 
         return {
             "model": self.live_name,
-            "shadow_version": self.candidate.version,
-            "state": self.candidate.state.value,
+            "shadow_version": self.version,
+            "state": self.state.value,
+            "error": self.error,
             "share": self.share,
             "compared_texts": stats.compared,
             "agreement": round(stats.agreed / stats.compared, 4) if stats.compared else None,
@@ -151,7 +262,14 @@ class Shadow:
         }
 
     async def stop(self) -> None:
-        """Let the comparisons under way finish, then stop the candidate."""
-        if self._tasks:
-            await asyncio.wait(set(self._tasks))
-        await self.candidate.stop()
+        """Let the comparison under way come back, then close the socket: the process exits at that."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._idle.wait(), STOP_TIMEOUT_S)
+        self._close()
+        process = self.process
+        if process is not None and process.poll() is None:
+            try:
+                await asyncio.to_thread(process.wait, STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait)
