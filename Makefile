@@ -115,7 +115,7 @@ bench-shadow: $(STAMP) ## what a shadow costs the live path: with and without on
 	$(BIN)/python bench/server/shadow_latency.py
 
 bench-request-path: $(STAMP) ## the service against the plain FastAPI + ONNX Runtime server, and BEFORE=REV's code, alternated (needs wrk)
-	$(BIN)/python bench/server/request_path.py $(if $(BEFORE),--before $(BEFORE))
+	$(BIN)/python bench/server/request_path.py $(foreach rev,$(BEFORE),--before $(rev))
 
 bench-request-cost: $(STAMP) ## CPU per request inside the process: the app, without each middleware, the service alone, the route's pieces
 	$(BIN)/python bench/server/request_cost.py

@@ -8,9 +8,11 @@ answers at once (zeros), so the figures are the service's own cost, not the mode
 straight into the ASGI app (no client, no sockets) one at a time; CPU time (``time.process_time``) per
 request is the median of 5 passes. Variants: the whole app; without the request-log middleware
 (logging, request metrics, request id); without the guards (keys, rate, body limit); without both.
-Then the service's own predict without HTTP (queue and batch thread included), and the pieces a
-request pays on its own: parsing and validating the body, tokenising, and the
-answer's JSON. Prints a table and the CPU model.
+Then the service's own predict without HTTP (queue and batch thread included), the plain FastAPI +
+ONNX Runtime server's app (``plain_server.py``) on the same instant network, the baseline of the
+issue's one-connection bar without the model's time and its noise, and the pieces a request pays on
+its own: parsing and validating the body, tokenising, and the answer's JSON. Prints a table and the
+CPU model.
 """
 
 from __future__ import annotations
@@ -23,7 +25,9 @@ from pathlib import Path
 from timeit import timeit
 
 import numpy as np
+import onnxruntime
 import orjson
+import plain_server
 from models_memory import cpu_model
 from wrk_load import SHIPPED_MODEL, tweets
 
@@ -86,16 +90,41 @@ async def cpu_per_request(app, bodies: list[bytes], passes: int = 5) -> float:  
     async with app.router.lifespan_context(app):
         while app.state.service.state.value != "ready":
             await asyncio.sleep(0.05)
-        for body in bodies[:200]:  # warm-up
-            await post(app, body)
-        found = []
-        for _ in range(passes):
-            started = time.process_time()
-            for body in bodies:
-                status = await post(app, body)
-                assert status == 200, status
-            found.append((time.process_time() - started) / len(bodies))
+        return await timed_passes(app, bodies, passes)
+
+
+async def timed_passes(app, bodies: list[bytes], passes: int) -> float:  # type: ignore[no-untyped-def]
+    """Warm ``app`` up, then the median over ``passes`` of the CPU seconds per request."""
+    for body in bodies[:200]:
+        await post(app, body)
+    found = []
+    for _ in range(passes):
+        started = time.process_time()
+        for body in bodies:
+            status = await post(app, body)
+            assert status == 200, status
+        found.append((time.process_time() - started) / len(bodies))
     return statistics.median(found)
+
+
+class InstantSession:
+    """An ONNX Runtime session stand-in for the plain server that answers at once (zeros)."""
+
+    def __init__(self, labels: int) -> None:
+        self.labels = labels
+
+    def run(self, outputs: object, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return [np.zeros((len(feeds["input_ids"]), self.labels), dtype=np.float32)]
+
+
+def plain_app(package: Path, labels: int):  # type: ignore[no-untyped-def]
+    """``plain_server.py``'s app on the same package, its session answering at once."""
+    real = onnxruntime.InferenceSession
+    onnxruntime.InferenceSession = lambda *args, **kwargs: InstantSession(labels)  # type: ignore[assignment,misc]
+    try:
+        return plain_server.build_app(package)
+    finally:
+        onnxruntime.InferenceSession = real  # type: ignore[misc]
 
 
 async def cpu_per_prediction(app, texts: list[str], passes: int = 5) -> float:  # type: ignore[no-untyped-def]
@@ -139,6 +168,9 @@ def main() -> None:
     app = app_without(args.package, ())
     models = app.state.request_models
     real = Classifier.load(args.package, threads=1)
+    rows["the plain FastAPI + ONNX Runtime server's app (plain_server.py)"] = asyncio.run(
+        timed_passes(plain_app(args.package, len(real.labels)), bodies, 5)
+    )
     sample = texts[:200]
     count = 20
     answer = {"sentiment": [{"label": "No emotion", "score": 0.5}], "inference_time": 0.001}

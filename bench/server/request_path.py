@@ -2,7 +2,8 @@
 same package, and (``--before REV``) the service as it was at an earlier commit, all up at once,
 under wrk at one connection and at 32, runs alternated.
 
-    python bench/server/request_path.py [--before REV] [--rounds 9] [--seconds 4]   (make bench-request-path)
+    python bench/server/request_path.py [--before REV ...] [--connections 1 32] [--rounds 9] [--seconds 4]
+    (make bench-request-path [BEFORE=REV])
 
 The plain server (``plain_server.py``) computes the same products as our engine: on a CPU whose
 ONNX Runtime int8 products saturate (no VNNI) it runs with ``--exact-int8``, as the engine does
@@ -89,7 +90,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--before", metavar="REV", help="also serve the code at this commit")
+    parser.add_argument(
+        "--before",
+        metavar="REV",
+        action="append",
+        default=[],
+        help="also serve the code at this commit (repeatable)",
+    )
+    parser.add_argument(
+        "--connections", type=int, nargs="+", default=list(LOADS), help="the loads (default: 1 32)"
+    )
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--seconds", type=float, default=4.0)
     args = parser.parse_args()
@@ -101,17 +111,17 @@ def main() -> None:
         bodies = write_bodies(out / "bodies.txt")
         urls = {"sentiment-api": stack.enter_context(serving(out, "service", model=SHIPPED_MODEL)).url}
         packages = {"sentiment-api": SHIPPED_MODEL}
-        if args.before:
-            tree = stack.enter_context(worktree(args.before, out))
+        for revision in args.before:
+            tree = stack.enter_context(worktree(revision, out))
             old_package = tree / "src" / "sentiment_api" / "models" / "default"
-            old = serving(out, "before", model=old_package, PYTHONPATH=str(tree / "src"))
-            urls[f"sentiment-api at {args.before}"] = stack.enter_context(old).url
-            packages[f"sentiment-api at {args.before}"] = old_package
+            old = serving(out, f"before-{revision}", model=old_package, PYTHONPATH=str(tree / "src"))
+            urls[f"sentiment-api at {revision}"] = stack.enter_context(old).url
+            packages[f"sentiment-api at {revision}"] = old_package
         urls[plain_name] = stack.enter_context(plain_server(SHIPPED_MODEL, exact, out / "plain.log"))
         packages[plain_name] = SHIPPED_MODEL
-        results = alternate(urls, bodies, LOADS, args.rounds, args.seconds)
+        results = alternate(urls, bodies, args.connections, args.rounds, args.seconds)
         digests = ", ".join(f"{name}: {onnx_digest(package)}" for name, package in packages.items())
-    print("\n" + table(results, list(urls), LOADS))
+    print("\n" + table(results, list(urls), args.connections))
     print(
         f"\nmodel.onnx sha256: {digests}; medians of {args.rounds} rounds of {args.seconds:g} s;",
         cpu_model(),

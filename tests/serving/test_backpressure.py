@@ -21,8 +21,10 @@ TIMEOUT_S = 60
 
 
 def one_stream(package, **overrides):
-    """One inference stream, so a request held in inference holds up everything queued behind it."""
-    return settings_for(package, streams=1, **overrides)
+    """One inference stream, so a request held in inference holds up everything queued behind it;
+    every request through the queue (a lone one would otherwise run on the event loop, and a held
+    backend would hold the loop too)."""
+    return settings_for(package, streams=1, inline_max_tokens=0, **overrides)
 
 
 def run(coroutine):

@@ -23,6 +23,7 @@ LIMITS = BatchLimits(
     max_queue_wait_s=10.0,
     queue_timeout_s=20.0,
     streams=1,
+    inline_tokens=0,  # the tests of the queue; run_alone has its own
 )
 TIMEOUT_S = 30  # no test here takes a second; past this one has hung
 
@@ -423,3 +424,75 @@ def test_a_lone_batch_gets_every_core_and_batches_under_load_get_the_streams() -
         assert busy[-1] == 0
 
     run(main())
+
+
+def test_a_lone_small_request_runs_at_once_on_the_callers_thread_and_is_counted() -> None:
+    async def main():
+        threads: list[int] = []
+        stats = []
+
+        def model(ids, on_rows=None):
+            threads.append(threading.get_ident())
+            return answer(ids)
+
+        batcher = MicroBatcher(model, replace(LIMITS, inline_tokens=8), on_batch=stats.append)
+        batcher.start()
+        result = batcher.run_alone([[1, 2, 3], [4]], later())
+        too_long = batcher.run_alone([[1] * 9], later())
+        expired = batcher.run_alone([[1]], time.monotonic() - 1)
+        await batcher.stop()
+        closed = batcher.run_alone([[1]], later())
+        return threading.get_ident(), threads, stats, result, too_long, expired, closed
+
+    loop_thread, threads, stats, result, too_long, expired, closed = run(main())
+
+    assert threads == [loop_thread]  # no hand-off to an inference thread
+    assert result.rows.tolist() == [[6, 3], [4, 1]] and result.queue_seconds == 0.0
+    assert [(s.texts, s.requests, s.tokens) for s in stats] == [(2, 1, 4)]
+    assert too_long is None and expired is None and closed is None  # these queue as usual
+
+
+def test_a_request_does_not_run_alone_while_a_batch_runs_or_waits() -> None:
+    async def main():
+        model = RecordingModel()
+        batcher = await started(model, inline_tokens=100)
+        model.gate.clear()
+        first = await held(batcher, model, [[1, 2]])
+        while_running = batcher.run_alone([[3]], later())
+        queued = batcher.enqueue([[4]], later())
+        while_queued = batcher.run_alone([[5]], later())
+        model.gate.set()
+        await batcher.wait(first, later())
+        await batcher.wait(queued, later())
+        after = batcher.run_alone([[6]], later())
+        await batcher.stop()
+        return while_running, while_queued, after, model.calls
+
+    while_running, while_queued, after, calls = run(main())
+
+    assert while_running is None and while_queued is None
+    assert after is not None and after.rows.tolist() == [[6, 1]]
+    assert calls == [[[1, 2]], [[4]], [[6]]]
+
+
+def test_a_request_does_not_run_alone_after_a_batch_that_had_company() -> None:
+    async def main():
+        model = RecordingModel()
+        batcher = await started(model, inline_tokens=100, max_wait_s=0.0)
+        model.gate.clear()
+        first = await held(batcher, model, [[1]])
+        together = [batcher.enqueue([[2]], later()), batcher.enqueue([[3]], later())]
+        model.gate.set()
+        for future in (first, *together):
+            await batcher.wait(future, later())
+        after_company = batcher.run_alone([[4]], later())
+        await batcher.wait(batcher.enqueue([[5]], later()), later())  # a batch alone again
+        after_alone = batcher.run_alone([[6]], later())
+        await batcher.stop()
+        return after_company, after_alone, model.calls
+
+    after_company, after_alone, calls = run(main())
+
+    assert calls[:2] == [[[1]], [[2], [3]]]  # the two queued behind the first ran together
+    assert after_company is None  # traffic came in company: the next request queues
+    assert after_alone is not None and after_alone.rows.tolist() == [[6, 1]]

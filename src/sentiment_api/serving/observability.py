@@ -38,6 +38,9 @@ class Metrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        # the requests under way in this process, as the request log counts them (the in_flight
+        # gauge's value, read on every lone request: a plain int costs nothing to read)
+        self.requests_in_flight = 0
         r = registry
         self.requests = Counter(
             "sentiment_requests",
@@ -235,6 +238,10 @@ class ModelMetrics:
         self._truncated = metrics.truncated.labels(name)
         self.explained_words = metrics.explained_words.labels(name)
 
+    def in_company(self) -> bool:
+        """Whether a request other than the caller's is under way in this process (any route)."""
+        return self._metrics.requests_in_flight > 1
+
     def record_batch(self, stats: BatchStats) -> None:
         """Called by the batcher after every inference call."""
         self._inference.observe(stats.seconds)
@@ -396,6 +403,7 @@ class RequestLogMiddleware:
             await send(message)
 
         self.metrics.in_flight.inc()
+        self.metrics.requests_in_flight += 1
         span = self.tracing.span(f"{scope['method']} {route}") if self.tracing else contextlib.nullcontext()
         try:
             with span as active:
@@ -411,6 +419,7 @@ class RequestLogMiddleware:
         finally:
             seconds = time.monotonic() - started
             self.metrics.in_flight.dec()
+            self.metrics.requests_in_flight -= 1
             model = state.get("model", "")
             self.metrics.requests.labels(route, str(status), model).inc()
             self.metrics.latency.labels(route, model).observe(seconds)
