@@ -67,12 +67,14 @@ def test_the_record_scores_each_split_before_and_after() -> None:
 
 def test_the_engine_divides_logits_by_the_cards_temperature(onnx_package, tmp_path) -> None:
     plain = Classifier.load(onnx_package)
-    sharpened = Classifier.load(with_temperature(onnx_package, tmp_path, 0.5))
+    # half the package's own temperature (export fitted one, which differs from machine to machine)
+    temperature = plain.temperature / 2
+    sharpened = Classifier.load(with_temperature(onnx_package, tmp_path, temperature))
     texts = ["love the new ipad", "hate this slow app", "the store at sxsw"]
 
     ids = plain.tokenise(plain.normalise(texts)).ids
     logits = plain.logits(ids)
 
-    assert np.allclose(sharpened.infer(ids), softmax(logits, 0.5), atol=1e-6)
+    assert np.allclose(sharpened.infer(ids), softmax(logits, temperature), atol=1e-6)
     assert [p.label for p in sharpened.predict(texts)] == [p.label for p in plain.predict(texts)]
     assert max(p.score for p in sharpened.predict(texts)) > max(p.score for p in plain.predict(texts))
