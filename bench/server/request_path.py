@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import socket
 import subprocess
 import sys
 import tempfile
@@ -32,14 +31,9 @@ from models_memory import cpu_model
 from wrk_load import HERE, REPO, SHIPPED_MODEL, require_wrk, serving, write_bodies
 
 from sentiment_api.core.devices import this_cpu
+from sentiment_api.serving.process import free_port
 
 LOADS = (1, 32)
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 @contextmanager
