@@ -111,7 +111,7 @@ bench-models: $(STAMP) ## resident memory of one service holding 1, 2 and 3 mode
 bench-explain: $(STAMP) ## latency of explained, raw-score and plain requests to the shipped model, one at a time
 	$(BIN)/python bench/server/explain_latency.py
 
-bench-shadow: $(STAMP) ## what a shadow costs the live path: with and without one, at 1 and 32 connections (needs wrk)
+bench-shadow: $(STAMP) ## what a shadow costs the live path (with and without one, 1 and 32 connections), and what share it compares at paced rates (needs wrk, hey)
 	$(BIN)/python bench/server/shadow_latency.py
 
 bench-request-path: $(STAMP) ## the service against the plain FastAPI + ONNX Runtime server, and BEFORE=REV's code, alternated (needs wrk)

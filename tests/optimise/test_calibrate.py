@@ -21,8 +21,8 @@ from sentiment_api.optimise.calibrate import calibrate_package
 from tiny_models import LABELS, TEXT_COLUMN
 
 
-def test_export_fits_a_temperature_on_validation_and_records_both_splits(onnx_package) -> None:
-    record = ModelCard.load(onnx_package).calibration
+def test_export_fits_a_temperature_on_validation_and_records_both_splits(exported_package) -> None:
+    record = ModelCard.load(exported_package).calibration
 
     assert record is not None and record.temperature > 0
     assert record.fitted_on.startswith("validation split")

@@ -49,11 +49,11 @@ def test_a_lone_small_request_runs_on_the_loop_and_a_long_or_accompanied_one_on_
         async with serving_async(app) as client:
             alone = await post(app, client, {"text": text})
             long = await post(app, client, {"text": long_text})
-            app.state.metrics.requests_in_flight += 1  # another request is under way
+            app.state.metrics.activity.requests += 1  # another request is under way
             try:
                 accompanied = await post(app, client, {"text": text})
             finally:
-                app.state.metrics.requests_in_flight -= 1
+                app.state.metrics.activity.requests -= 1
             off_app = create_app(settings_for(onnx_package, streams=2, inline_max_tokens=0), classifier)
         async with serving_async(off_app) as client:
             turned_off = await post(off_app, client, {"text": text})

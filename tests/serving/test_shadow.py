@@ -104,6 +104,36 @@ def test_a_disagreeing_shadow_is_measured_then_promoted_through_the_admin_api(mo
         assert detached.status_code == 200 and client.get("/models/brand/shadow").status_code == 404
 
 
+def process_state(pid: int) -> str:
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]  # R, S, T (stopped), ...
+
+
+def test_the_shadow_is_paused_while_a_live_request_is_under_way_and_goes_on_when_none_is(models_dir) -> None:
+    settings = settings_for(
+        models_dir / "v1", model=[f"brand={models_dir / 'v1'}"], shadow=[f"brand={models_dir / 'v2'}"]
+    )
+    with serving(settings) as client:
+        wait_until(lambda: client.get("/models/brand/shadow").json()["state"] == "ready")
+        service, activity = client.app.state.service, client.app.state.metrics.activity
+        pid = service.shadow("brand").process.pid
+        before = process_state(pid)
+        client.portal.call(activity.enter)  # a slow request is under way throughout
+        try:
+            answer = client.post("/predict", json={"text": "love the ipad", "model": "brand"})
+            time.sleep(0.5)  # the shadow's turn, were it not paused
+            during = process_state(pid), client.get("/models/brand/shadow").json()
+        finally:
+            client.portal.call(activity.leave)
+        summary = summary_when(client, "brand", 1)
+        after = process_state(pid)
+
+    assert answer.status_code == 200 and before != "T"
+    assert during[0] == "T" and during[1]["compared_texts"] == 0  # stopped with the request in hand
+    assert summary["compared_texts"] == 1 and summary["agreement"] == 1.0 and after != "T"
+    # its latency is its running time, not the half second it was paused
+    assert summary["latency_ms"]["p50"] < 500
+
+
 def test_a_shadow_whose_process_dies_stops_comparing_and_the_live_model_answers_on(models_dir) -> None:
     settings = settings_for(
         models_dir / "v1", model=[f"brand={models_dir / 'v1'}"], shadow=[f"brand={models_dir / 'v2'}"]

@@ -113,3 +113,52 @@ def test_a_request_larger_than_one_message_is_dropped_and_never_sent(onnx_packag
 
     assert shadow.stats.dropped == 1
     assert sent[1] == ["a tweet"] and sent[3] == ["a", "b", "c"]
+
+
+PARENT = """
+import os, pickle, socket, subprocess, sys
+ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+command = [sys.executable, "-m", "sentiment_api.serving.shadow_worker", "--socket-fd", str(theirs.fileno()),
+           "--package", sys.argv[1], "--parent", str(os.getpid())]
+worker = subprocess.Popen(command, pass_fds=(theirs.fileno(),))
+theirs.close()
+print(worker.pid, pickle.loads(ours.recv(1 << 22))[0], flush=True)
+sys.stdin.read()
+"""
+
+
+def process_state(pid: int) -> str:
+    """R, S, T (stopped), Z (ended, not yet reaped) or "gone"."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except FileNotFoundError:
+        return "gone"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_paused_worker_ends_when_the_service_that_started_it_is_killed(onnx_package: Path) -> None:
+    import os
+    import signal
+
+    from live_server import wait_until
+
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, str(onnx_package)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    pid_text, kind = parent.stdout.readline().split()
+    pid = int(pid_text)
+    try:
+        os.kill(pid, signal.SIGSTOP)  # paused, as while live requests are under way
+        wait_until(lambda: process_state(pid) == "T", timeout=10)
+        parent.kill()  # the service goes without closing anything
+        parent.wait(10)
+        wait_until(lambda: process_state(pid) in ("Z", "gone"), timeout=10)
+    finally:
+        if process_state(pid) not in ("Z", "gone"):
+            os.kill(pid, signal.SIGKILL)
+
+    assert kind == "ready"

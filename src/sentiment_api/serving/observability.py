@@ -22,6 +22,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.metrics_core import Metric
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from sentiment_api.serving.activity import Activity
 from sentiment_api.serving.batching import BatchStats
 from sentiment_api.serving.errors import error_response
 from sentiment_api.serving.tracing import Tracing
@@ -40,7 +41,7 @@ class Metrics:
         self.registry = registry
         # the requests under way in this process, as the request log counts them (the in_flight
         # gauge's value, read on every lone request: a plain int costs nothing to read)
-        self.requests_in_flight = 0
+        self.activity = Activity()
         r = registry
         self.requests = Counter(
             "sentiment_requests",
@@ -201,7 +202,8 @@ class Metrics:
         )
         self.shadow_seconds = Histogram(
             "sentiment_shadow_seconds",
-            "Time the shadow took for a request (off the response path).",
+            "Time the shadow took for a request, off the response path (the time it was let run: "
+            "not the time it was paused for live requests).",
             ["model"],
             buckets=_LATENCY_BUCKETS,
             registry=r,
@@ -240,7 +242,7 @@ class ModelMetrics:
 
     def in_company(self) -> bool:
         """Whether a request other than the caller's is under way in this process (any route)."""
-        return self._metrics.requests_in_flight > 1
+        return self._metrics.activity.requests > 1
 
     def record_batch(self, stats: BatchStats) -> None:
         """Called by the batcher after every inference call."""
@@ -403,7 +405,7 @@ class RequestLogMiddleware:
             await send(message)
 
         self.metrics.in_flight.inc()
-        self.metrics.requests_in_flight += 1
+        self.metrics.activity.enter()
         span = self.tracing.span(f"{scope['method']} {route}") if self.tracing else contextlib.nullcontext()
         try:
             with span as active:
@@ -419,7 +421,7 @@ class RequestLogMiddleware:
         finally:
             seconds = time.monotonic() - started
             self.metrics.in_flight.dec()
-            self.metrics.requests_in_flight -= 1
+            self.metrics.activity.leave()
             model = state.get("model", "")
             self.metrics.requests.labels(route, str(status), model).inc()
             self.metrics.latency.labels(route, model).observe(seconds)

@@ -2,11 +2,15 @@
 and how it agrees with the live one is measured before anyone promotes it.
 
 The candidate runs in a process of its own (``shadow_worker.py``) at idle priority, so it shares no
-interpreter lock with the live requests and gets a core only when they leave one free. The live
-side's part is small: after a request was answered, it pickles the texts and the live probabilities
-and sends them without waiting; when the comparison comes back, the event loop counts it. Shadow
-work is the first dropped under load (while the live model has texts queued, the shadow is still
-busy with an earlier request, or its socket is full), and every dropped request is counted.
+interpreter lock with the live requests and gets a core only when they leave one free. And it runs
+only while no request is under way in the service: the process is paused (``SIGSTOP``) when one
+comes in while the shadow has work, and goes on (``SIGCONT``) when the last one is answered, so it
+takes no core, cache or memory bandwidth from a live request, even on a machine whose every core
+serves. The live side's part is small: after a request was answered, it pickles the texts and the
+live probabilities and sends them without waiting; when the comparison comes back, the event loop
+counts it. Shadow work is the first dropped under load (while the live model has texts queued, the
+shadow is still busy with an earlier request, or its socket is full), and every dropped request is
+counted; under load without a pause the shadow compares little, and the live model loses nothing.
 """
 
 from __future__ import annotations
@@ -16,8 +20,10 @@ import contextlib
 import heapq
 import itertools
 import logging
+import os
 import pickle
 import random
+import signal
 import socket
 import subprocess
 import sys
@@ -36,7 +42,9 @@ from sentiment_api.serving.shadow_protocol import MAX_MESSAGE, Compared
 log = logging.getLogger("sentiment_api.serving")
 LARGEST = 5  # the largest probability differences kept for the summary
 LATENCIES = 1000  # the last shadow latencies kept for its p50 and p99
-SHADOW_TIMEOUT_S = 30.0  # a request the shadow has not answered by then counts as failed
+SHADOW_TIMEOUT_S = 30.0  # a request the shadow has not answered in this much running time counts as failed
+SIGSTOP = getattr(signal, "SIGSTOP", None)  # None where the OS has no such signal: the shadow is not paused
+SIGCONT = getattr(signal, "SIGCONT", None)
 LOAD_TIMEOUT_S = 300.0  # for the shadow's process to load and warm its package
 STOP_TIMEOUT_S = 10.0  # for the comparison under way to come back, then for the process to exit
 
@@ -76,7 +84,10 @@ class Shadow:
         self._channel: socket.socket | None = None
         self._buffer = bytearray(MAX_MESSAGE)
         self._numbers = itertools.count()
-        self._pending: dict[int, float] = {}  # request number -> when it was sent
+        self._pending: dict[int, float] = {}  # request number -> the shadow's running time when it was sent
+        self._paused = False  # the process is stopped while live requests are under way
+        self._ran = 0.0  # seconds the process was let run, up to the last pause
+        self._resumed = time.monotonic()
         self._reaping: asyncio.Task[None] | None = None
         self._loaded = asyncio.Event()  # ready or failed
         self._idle = asyncio.Event()  # nothing pending
@@ -90,11 +101,13 @@ class Shadow:
             command = [
                 sys.executable, "-m", "sentiment_api.serving.shadow_worker",
                 "--socket-fd", str(theirs.fileno()), "--package", str(self.package), "--device", self.device,
+                "--parent", str(os.getpid()),
             ]  # fmt: skip
             self.process = subprocess.Popen(command, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL)
         ours.setblocking(False)
         self._channel = ours
         asyncio.get_running_loop().add_reader(ours.fileno(), self._receive)
+        self._metrics.activity.listen(self)
 
     async def load(self) -> None:
         """Start the process and wait until it is ready, or :attr:`state` says it failed."""
@@ -123,8 +136,36 @@ class Shadow:
         except OSError:  # its socket is full (or its buffer smaller than this message)
             self._drop()
             return
-        self._pending[number] = time.monotonic()
+        self._pending[number] = self._running()
         self._idle.clear()
+        if self._metrics.activity.requests:  # the request that offers it is still under way
+            self.busy()
+
+    def busy(self) -> None:
+        """A live request is under way: pause the process while it has work."""
+        if self._pending and not self._paused and self._signal(SIGSTOP):
+            self._ran = self._running()
+            self._paused = True
+
+    def idle(self) -> None:
+        """No live request is under way: let the process go on."""
+        if self._paused:
+            self._paused = False
+            self._resumed = time.monotonic()
+            self._signal(SIGCONT)
+
+    def _running(self) -> float:
+        """Seconds the process has been let run (not paused) since it started."""
+        return self._ran if self._paused else self._ran + time.monotonic() - self._resumed
+
+    def _signal(self, number: int | None) -> bool:
+        if number is None or self.process is None or self.process.returncode is not None:
+            return False
+        try:
+            os.kill(self.process.pid, number)
+        except OSError:  # it has ended: the socket's end says so to _receive
+            return False
+        return True
 
     def _drop(self) -> None:
         self.stats.dropped += 1
@@ -168,13 +209,14 @@ class Shadow:
             _, number, rows = message
             sent = self._pending.pop(number, None)
             if sent is not None:
-                self._record(rows, time.monotonic() - sent)
+                self._record(rows, self._running() - sent)
         if not self._pending:
             self._idle.set()
 
     def _expire(self) -> None:
-        """Count requests the shadow has not answered in :data:`SHADOW_TIMEOUT_S` as failed."""
-        now = time.monotonic()
+        """Count requests the shadow has not answered in :data:`SHADOW_TIMEOUT_S` of its running time
+        as failed (time paused for live requests does not count)."""
+        now = self._running()
         for number, sent in list(self._pending.items()):
             if now - sent > SHADOW_TIMEOUT_S:
                 del self._pending[number]
@@ -202,6 +244,8 @@ class Shadow:
         self._close()
 
     def _close(self) -> None:
+        self._metrics.activity.forget(self)
+        self.idle()  # a stopped process cannot read that its socket closed
         if self._channel is not None:
             asyncio.get_running_loop().remove_reader(self._channel.fileno())
             self._channel.close()
@@ -263,6 +307,8 @@ class Shadow:
 
     async def stop(self) -> None:
         """Let the comparison under way come back, then close the socket: the process exits at that."""
+        self._metrics.activity.forget(self)
+        self.idle()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._idle.wait(), STOP_TIMEOUT_S)
         self._close()
