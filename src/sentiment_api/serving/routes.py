@@ -140,8 +140,17 @@ def install_routes(
 
     The routes join the app's own router rather than an included one: FastAPI matches an included
     router as a route of its own and then its routes again, about 30 µs of every request here.
+    ``/predict`` comes first: the router tries each route in turn, and nearly every request is one.
     """
     app.state.request_models = request_models
+    app.add_api_route(
+        "/predict",
+        predict,
+        methods=["POST"],
+        summary="Classify one tweet or a batch",
+        responses=_predict_responses(protected_errors),
+        openapi_extra=_predict_body(request_models),
+    )
     for path, route, body, summary in (
         ("/", health, Health, "Health (the old contract)"),
         ("/healthz", healthz, Probe, "Liveness"),
@@ -199,14 +208,6 @@ def install_routes(
             summary="Prometheus metrics",
             responses={200: text, **keyed},
         )
-    app.add_api_route(
-        "/predict",
-        predict,
-        methods=["POST"],
-        summary="Classify one tweet or a batch",
-        responses=_predict_responses(protected_errors),
-        openapi_extra=_predict_body(request_models),
-    )
 
 
 def _name_parameter(model_names: tuple[str, ...]) -> dict[str, Any]:
