@@ -143,6 +143,28 @@ def test_the_admin_api_needs_its_own_key_and_is_off_without_one(models_dir, onnx
         assert no_dir.status_code == 403 and "SENTIMENT_MODELS_DIR" in no_dir.json()["detail"]
 
 
+def test_guessing_the_admin_key_is_throttled_like_a_client_key(models_dir) -> None:
+    settings = admin_settings(models_dir, auth_failure_limit=3, auth_failure_window_s=30)
+    with serving(settings) as client:
+        guesses = [
+            client.put(
+                "/admin/models/brand", json={"package": "v2"}, headers={"X-Admin-Key": f"guess-{i:016d}"}
+            )
+            for i in range(3)
+        ]
+        right = client.put("/admin/models/brand", json={"package": "v2"}, headers=ADMIN)
+        predict = client.post("/predict", json={"text": "love it"})  # no client keys: not throttled
+        metrics = client.get("/metrics").text
+        served = version(client)
+
+    assert [g.status_code for g in guesses] == [401, 401, 401]
+    assert right.status_code == 429 and "failed authentications" in right.json()["detail"]
+    assert int(right.headers["Retry-After"]) == 10  # 30 s for 3 tries: one back every 10 s
+    assert predict.status_code == 200 and served.startswith("brand-v1-")  # the swap never ran
+    assert 'sentiment_auth_failures_total{reason="admin"} 3.0' in metrics
+    assert 'sentiment_throttled_requests_total{limit="auth_failures"} 1.0' in metrics
+
+
 def test_the_admin_api_on_its_own_port_is_not_found_on_the_public_one(models_dir) -> None:
     with serving(admin_settings(models_dir, admin_port=free_port())) as client:  # the test client: port 80
         hidden = client.put("/admin/models/brand", json={"package": "v2"}, headers=ADMIN)

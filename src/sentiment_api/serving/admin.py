@@ -15,9 +15,15 @@ from fastapi import FastAPI, Request
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.responses import Response
 
-from sentiment_api.core.errors import AdminDisabledError, AuthenticationError, RouteNotFoundError
+from sentiment_api.core.errors import (
+    AdminDisabledError,
+    AuthenticationError,
+    RateLimitedError,
+    RouteNotFoundError,
+)
 from sentiment_api.core.settings import Settings
 from sentiment_api.serving.errors import documented_errors, json_response
+from sentiment_api.serving.limits import AuthFailureThrottle
 from sentiment_api.serving.routes import json_object, require_json, validated
 from sentiment_api.serving.service import SentimentService
 from sentiment_api.serving.updates import package_in
@@ -46,21 +52,37 @@ class UpdateResponse(BaseModel):
 
 def require_admin(request: Request) -> None:
     """Pass a request carrying a configured admin key, on the admin port when there is one; 404 on
-    another port, 403 when no key is configured, 401 for a missing or unknown key."""
+    another port, 403 when no key is configured, 401 for a missing or unknown key, 429 once the
+    address has used up its failed tries (``auth_failure_limit`` per ``auth_failure_window_s``)."""
     settings: Settings = request.app.state.settings
     port = request.scope.get("server") or (None, None)
     if settings.admin_port is not None and port[1] != settings.admin_port:
         raise RouteNotFoundError("Not Found")  # the admin API answers on its own port only
     if not settings.admin_keys:
         raise AdminDisabledError("the admin API is off: set SENTIMENT_ADMIN_KEYS to turn it on")
+    metrics = request.app.state.metrics
+    throttle: AuthFailureThrottle = request.app.state.auth_throttle
+    address = request.client.host if request.client else "unknown"
     presented = request.headers.get(ADMIN_HEADER, "").strip().encode()
-    if not any(
-        hmac.compare_digest(presented, key.get_secret_value().encode()) for key in settings.admin_keys
-    ):
-        request.app.state.metrics.auth_failures.labels("admin").inc()
-        address = request.client.host if request.client else "unknown"
-        log.warning("admin key missing or unknown from %s", address, extra={"fields": {"client": address}})
-        raise AuthenticationError("admin key missing or unknown (send it as X-Admin-Key)")
+    try:
+        # the same tries per address as the client keys, shared with them: while they are used up,
+        # every admin call from there is refused, the right key included, so guessing costs time
+        throttle.check(address)
+        if any(
+            hmac.compare_digest(presented, key.get_secret_value().encode()) for key in settings.admin_keys
+        ):
+            return
+        exhausted = throttle.failed(address)
+    except RateLimitedError:
+        metrics.throttled.labels("auth_failures").inc()
+        raise
+    metrics.auth_failures.labels("admin").inc()
+    log.warning("admin key missing or unknown from %s", address, extra={"fields": {"client": address}})
+    if exhausted:
+        log.warning(
+            "client throttled after repeated failed admin keys", extra={"fields": {"client": address}}
+        )
+    raise AuthenticationError("admin key missing or unknown (send it as X-Admin-Key)")
 
 
 async def _requested_package(request: Request) -> Path:
@@ -112,7 +134,7 @@ async def promote_shadow(request: Request) -> Response:
 def install_admin_routes(app: FastAPI, model_names: tuple[str, ...]) -> None:
     """The admin routes on ``app``, documented (they answer 403 while the admin API is off); a PUT
     may name a new model, a rollback one of ``model_names``."""
-    errors = documented_errors(400, 401, 403, 404, 409, 413, 415, 422, 500)
+    errors = documented_errors(400, 401, 403, 404, 409, 413, 415, 422, 429, 500)
     name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
     served = name | {"schema": {"type": "string", "enum": list(model_names)}}
     body: dict[str, Any] = {

@@ -203,6 +203,7 @@ def install_guards(app: FastAPI, settings: Settings, metrics: Metrics, buckets: 
     throttle = AuthFailureThrottle(buckets, settings.auth_failure_limit, settings.auth_failure_window_s)
     public_metrics = settings.metrics_port is None
     app.state.rate_limiter = limiter  # the routes charge a costly request's extra runs to it
+    app.state.auth_throttle = throttle  # the admin API's keys take their tries from the same buckets
     app.add_middleware(
         GuardMiddleware,
         keys=keys,
