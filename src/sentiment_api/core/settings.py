@@ -350,8 +350,9 @@ class Settings(BaseSettings):
         10,
         ge=1,
         le=1_000_000,
-        description="Failed authentications (missing or unknown key) a client address may make per "
-        "auth_failure_window_s; past them every request from that address gets 429 with Retry-After "
+        description="Failed authentications (missing or unknown key, client or admin) a client address "
+        "may make per auth_failure_window_s; past them every request from that address that needs a key "
+        "gets 429 with Retry-After "
         "until the window gives it another try. Counted by the whole instance, whatever the workers.",
         json_schema_extra=_SECURITY,
     )
