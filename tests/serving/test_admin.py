@@ -93,12 +93,31 @@ def test_a_swap_checks_the_package_then_serves_it_and_rollback_restores_the_prev
         assert client.get("/readyz").status_code == 200
 
 
+def named_models_in_the_document(client) -> dict[str, list[str]]:
+    """The models each ``{name}`` path operation of the OpenAPI document lists."""
+    found = {}
+    for path, operations in client.get("/openapi.json").json()["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                if parameter["name"] == "name" and "enum" in parameter["schema"]:
+                    found[f"{method.upper()} {path}"] = parameter["schema"]["enum"]
+    return found
+
+
 def test_a_put_for_a_new_name_adds_a_model(models_dir) -> None:
     with serving(admin_settings(models_dir)) as client:
+        listed_before = named_models_in_the_document(client)
         added = client.put("/admin/models/general", json={"package": "v2"}, headers=ADMIN)
         assert added.status_code == 200 and added.json()["previous_version"] is None
         answer = client.post("/predict", json={"text": "hi", "model": "general"}).json()
         assert answer["model"] == "general" and answer["model_version"].startswith("brand-v2-")
+        listed_after = named_models_in_the_document(client)
+
+    # the document lists the models served now: the one the PUT added too
+    assert listed_before["GET /models/{name}"] == ["brand"]
+    assert "POST /admin/models/{name}/rollback" in listed_after
+    assert set(listed_after) == set(listed_before)
+    assert all(names == ["brand", "general"] for names in listed_after.values()), listed_after
 
 
 @pytest.mark.parametrize(

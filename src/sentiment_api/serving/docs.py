@@ -22,10 +22,16 @@ ASSETS = "/docs/assets"
 
 
 def install_openapi(app: FastAPI, request_models: tuple[type[BaseModel], ...]) -> None:
-    """Complete the generated document with the models ``/predict`` validates by hand."""
+    """Complete the generated document with the models ``/predict`` validates by hand, and list the
+    models served now wherever a ``{name}`` path parameter names one (a ``PUT`` may add a model)."""
+    listed: list[tuple[str, ...]] = [()]
 
     def openapi() -> dict[str, Any]:
+        names = tuple(app.state.service.models)
+        if app.openapi_schema is not None and names != listed[0]:
+            app.openapi_schema = None  # a model was added since the document was made
         if app.openapi_schema is None:
+            listed[0] = names
             schema = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )
@@ -33,10 +39,20 @@ def install_openapi(app: FastAPI, request_models: tuple[type[BaseModel], ...]) -
             models += [(m, "serialization") for m in (PredictResponse, BatchPredictResponse)]
             _, defs = models_json_schema(models, ref_template="#/components/schemas/{model}")
             schema.setdefault("components", {}).setdefault("schemas", {}).update(defs.get("$defs", {}))
+            _list_model_names(schema, names)
             app.openapi_schema = schema
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _list_model_names(schema: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Every ``name`` path parameter that lists the served models lists ``names``."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if parameter.get("name") == "name" and "enum" in parameter.get("schema", {}):
+                    parameter["schema"]["enum"] = list(names)
 
 
 def install_docs(app: FastAPI) -> bool:
