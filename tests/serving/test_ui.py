@@ -461,6 +461,36 @@ def test_the_download_holds_every_result_with_its_row_and_the_file_columns(score
         assert row["label"] in LABELS and 0 < float(row["score"]) <= 1
 
 
+def test_the_download_defuses_cells_a_spreadsheet_would_run_as_formulas(browser, ui_server, tmp_path) -> None:
+    path = tmp_path / "formulas.csv"
+    cells = [
+        ('=HYPERLINK("http://example.invalid","love the ipad")', "-3"),
+        ("@apple the battery died again", "+2.5"),
+        ("+1 for the keynote", "=1+1"),
+        ("a plain tweet about the iphone", "@SUM(A1)"),
+    ]
+    with path.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["tweet_text", "note"])
+        writer.writerows(cells)
+    page, _ = keyed_page(browser, ui_server, "#file")
+    page.set_input_files("#file", str(path))
+    page.wait_for_selector("#table-info:not([hidden])")
+    page.click("#score")
+    page.wait_for_selector("#results:not([hidden])")
+    with page.expect_download() as download:
+        page.click("#download")
+    rows = list(csv.DictReader(io.StringIO(Path(download.value.path()).read_text(encoding="utf-8-sig"))))
+    page.close()
+
+    assert [(row["tweet_text"], row["note"]) for row in rows] == [
+        ("'" + text if text[0] in "=+-@" else text, "'" + note if note[0] in "=@" else note)
+        for text, note in cells
+    ]  # formulas get a leading quote; the numbers -3 and +2.5 stay numbers
+    assert [row["text"] for row in rows] == [row["tweet_text"] for row in rows]
+    assert all(row["label"] in LABELS for row in rows)
+
+
 def test_pasted_lines_are_read_and_their_blank_line_left_out(browser, ui_server) -> None:
     page, _ = keyed_page(browser, ui_server, "#file")
 
