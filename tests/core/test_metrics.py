@@ -1,4 +1,8 @@
-from sentiment_api.core.metrics import compute_metrics, format_report, plot_confusion_matrix
+import numpy as np
+import pytest
+
+from sentiment_api.core.errors import DataError
+from sentiment_api.core.metrics import compute_metrics, format_report, label_indices, plot_confusion_matrix
 
 LABELS = ["neg", "neu", "pos"]
 
@@ -32,3 +36,10 @@ def test_confusion_matrix_plot_is_a_png(tmp_path) -> None:
     path = plot_confusion_matrix(metrics, tmp_path / "plots" / "cm.png", "tiny")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert [p.name for p in path.parent.iterdir()] == ["cm.png"]
+
+
+def test_label_indices_are_columns_and_an_unknown_label_is_one_clear_error() -> None:
+    assert label_indices(["pos", "neg", "pos"], LABELS).tolist() == [2, 0, 2]
+    assert label_indices([], LABELS).dtype == np.int64
+    with pytest.raises(DataError, match=r"labels \['joy'\] are not labels of the model"):
+        label_indices(["neg", "joy"], LABELS)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from pydantic import BaseModel, Field
 
+from sentiment_api.core.errors import DataError
 from sentiment_api.core.extras import require
 from sentiment_api.core.plots import pyplot, save_png
 
@@ -43,6 +44,15 @@ class Scores(BaseModel):
     def headline(self) -> dict[str, float]:
         """Accuracy, balanced accuracy and macro-F1."""
         return {name: getattr(self, name) for name in HEADLINE}
+
+
+def label_indices(values: Sequence[str], labels: Sequence[str]) -> np.ndarray:
+    """Each of ``values``' column in ``labels``; a :class:`DataError` naming the ones it lacks."""
+    column = {label: j for j, label in enumerate(labels)}
+    unknown = sorted(set(values) - set(column))
+    if unknown:
+        raise DataError(f"labels {unknown} are not labels of the model ({list(labels)})")
+    return np.asarray([column[value] for value in values], dtype=np.int64)
 
 
 def compute_metrics(y_true: Sequence[str], y_pred: Sequence[str], labels: Sequence[str]) -> Scores:

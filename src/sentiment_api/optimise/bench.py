@@ -110,7 +110,7 @@ def measure_variant(
 ) -> dict[str, Any]:
     """Runs in a child process: load one variant, warm up, time batched and batch-1 passes."""
     from sentiment_api.core.engine import Classifier
-    from sentiment_api.core.metrics import score_probabilities
+    from sentiment_api.core.metrics import label_indices, score_probabilities
 
     classifier = Classifier.load(Path(directory), threads=threads, device=device)
     classifier.probabilities(texts, batch_size)  # warm-up: arenas, kernels, caches
@@ -144,7 +144,7 @@ def measure_variant(
     }
     if truth is not None:
         metrics = score_probabilities(truth, probabilities, classifier.labels)
-        indices = np.asarray([classifier.labels.index(label) for label in truth])
+        indices = label_indices(truth, classifier.labels)
         result.update(
             accuracy=metrics.accuracy,
             macro_f1=metrics.macro_f1,

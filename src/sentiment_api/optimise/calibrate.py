@@ -20,6 +20,7 @@ from sentiment_api.core.calibration import CalibrationRecord, calibrate
 from sentiment_api.core.engine import Classifier, load_card
 from sentiment_api.core.errors import DataError, ModelError
 from sentiment_api.core.extras import require
+from sentiment_api.core.metrics import label_indices
 from sentiment_api.data.tweets import LABEL, TEXT, load_splits
 
 
@@ -27,15 +28,6 @@ def split_logits(classifier: Classifier, frame: Any) -> tuple[np.ndarray, np.nda
     """The classifier's logits on a split's texts, and the index of each row's true label."""
     encoded = classifier.tokenise(classifier.normalise(frame[TEXT].tolist()))
     return classifier.logits(encoded.ids), label_indices(frame[LABEL].tolist(), classifier.labels)
-
-
-def label_indices(truth: list[str], labels: list[str]) -> np.ndarray:
-    """Each label's column in ``labels``; a :class:`DataError` naming the first unknown one."""
-    column = {label: j for j, label in enumerate(labels)}
-    unknown = sorted(set(truth) - set(column))
-    if unknown:
-        raise DataError(f"labels {unknown} are not labels of the model ({labels})")
-    return np.asarray([column[label] for label in truth])
 
 
 def oof_logits(path: Path, labels: list[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 from sentiment_api.core.errors import ConfigError
 from sentiment_api.core.extras import require
 from sentiment_api.core.files import staged_file, write_text_atomic
-from sentiment_api.core.metrics import HEADLINE, Scores, score_probabilities
+from sentiment_api.core.metrics import HEADLINE, Scores, label_indices, score_probabilities
 from sentiment_api.core.model_card import CARD_FILE, ModelCard
 from sentiment_api.core.plots import pyplot, save_png
 from sentiment_api.core.recipe import TrainingConfig
@@ -342,7 +342,7 @@ def best_offsets(
     anchor = int(np.argmax([list(truth).count(label) for label in labels]))
     free = [j for j in range(len(labels)) if j != anchor]
     best: tuple[float, float, tuple[float, ...]] = (-1.0, 0.0, tuple(0.0 for _ in free))
-    truth_ids = np.array([labels.index(label) for label in truth])
+    truth_ids = label_indices(truth, labels)
     for values in itertools.product(OFFSET_GRID, repeat=len(free)):
         shift = np.zeros(len(labels))
         shift[free] = values

@@ -15,6 +15,7 @@ import numpy as np
 
 from sentiment_api.core.engine import Classifier
 from sentiment_api.core.errors import ConfigError
+from sentiment_api.core.metrics import label_indices
 from sentiment_api.data.tweets import TEXT
 
 if TYPE_CHECKING:
@@ -73,7 +74,7 @@ def teacher_probabilities(
     for teacher in teachers:
         classifier = teacher if isinstance(teacher, Classifier) else next(loaded)
         probabilities, _ = classifier.probabilities(texts, batch_size)
-        total += probabilities[:, [classifier.labels.index(label) for label in labels]]
+        total += probabilities[:, label_indices(labels, classifier.labels)]  # in our label order
     return np.asarray(total / len(teachers), dtype=np.float32)
 
 

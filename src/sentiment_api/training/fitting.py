@@ -19,7 +19,7 @@ from sentiment_api.core.devices import this_cpu
 from sentiment_api.core.engine import Classifier, TorchBackend
 from sentiment_api.core.errors import ConfigError
 from sentiment_api.core.extras import require
-from sentiment_api.core.metrics import Scores, score_probabilities
+from sentiment_api.core.metrics import Scores, label_indices, score_probabilities
 from sentiment_api.core.model_card import AveragedRecord, ModelCard, TrainingRecord, library_versions
 from sentiment_api.core.recipe import TrainingConfig
 from sentiment_api.core.records import CorpusRecord
@@ -194,10 +194,9 @@ def label_shares(frame: pd.DataFrame) -> dict[str, float]:
 
 def encode(start: StartingPoint, frame: pd.DataFrame, labels: list[str]) -> Examples:
     """Normalised texts and labels as token ids and label ids, and the soft targets the frame carries."""
-    ids = {label: i for i, label in enumerate(labels)}
     return Examples(
         start.tokenizer.encode(frame[TEXT].tolist()).ids,
-        frame[LABEL].map(ids).to_numpy(),
+        label_indices(frame[LABEL].tolist(), labels),
         soft_targets(frame, labels),
     )
 
