@@ -5,7 +5,7 @@ from rapidfuzz import fuzz
 from reference_dedup import reference_near_duplicate_mask
 from sentiment_api.core.errors import DataError
 from sentiment_api.core.records import DataSpec
-from sentiment_api.data.tweets import load_splits, load_tweets, near_duplicate_mask, write_table
+from sentiment_api.data.tweets import load_splits, load_tweets, near_duplicate_mask, read_table, write_table
 from tiny_models import LABEL_COLUMN, TEXT_COLUMN, write_rows
 
 
@@ -85,9 +85,9 @@ def test_chosen_labels_are_dropped(tiny_csv) -> None:
 def test_missing_file_and_unsupported_type(tmp_path) -> None:
     with pytest.raises(DataError, match="no such file"):
         load_tweets(tmp_path / "nope.csv")
-    (tmp_path / "t.json").write_text("{}")
-    with pytest.raises(DataError, match=r"unsupported file type '\.json'"):
-        load_tweets(tmp_path / "t.json")
+    (tmp_path / "t.doc").write_text("{}")
+    with pytest.raises(DataError, match=r"unsupported file type '\.doc'"):
+        load_tweets(tmp_path / "t.doc")
 
 
 def test_parquet_and_json_lines_load_as_the_csv_does(tiny_csv, tmp_path) -> None:
@@ -115,3 +115,16 @@ def test_write_table_is_atomic_and_checks_the_suffix(tmp_path) -> None:
     with pytest.raises(DataError, match="unsupported output type"):
         write_table(frame, tmp_path / "out.parquet")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.xlsx"]
+
+
+def test_read_table_knows_the_formats_batch_prediction_and_the_page_read(tmp_path) -> None:
+    frame = pd.DataFrame({"tweet_text": ["love it", "awful"], "label": ["pos", "neg"]})
+    frame.to_csv(tmp_path / "t.csv.gz", index=False)  # compressed, by its suffix
+    frame.to_json(tmp_path / "t.json", orient="records", lines=True)  # JSON Lines named .json
+    frame.to_csv(tmp_path / "t.txt", index=False)  # a CSV by another name, read as ever
+    (tmp_path / "t.xls").write_bytes(b"old excel")
+
+    for name in ("t.csv.gz", "t.json", "t.txt"):
+        assert read_table(tmp_path / name).to_dict("list") == frame.to_dict("list"), name
+    with pytest.raises(DataError, match=r"unsupported file type '\.xls'; use \.csv, \.tsv, \.parquet"):
+        read_table(tmp_path / "t.xls")

@@ -17,6 +17,7 @@ from sentiment_api.core.extras import require
 from sentiment_api.core.files import file_sha256, staged_file
 from sentiment_api.core.records import DataSpec
 from sentiment_api.core.text import get_normaliser
+from sentiment_api.data.formats import KNOWN, OUTPUT_SUFFIXES, format_of
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -24,9 +25,6 @@ if TYPE_CHECKING:
 TEXT = "text"
 LABEL = "label"
 SPLITS = ("train", "validation", "test")
-EXCEL_SUFFIXES = {".xlsx", ".xlsm", ".xls"}
-PARQUET_SUFFIXES = {".parquet", ".pq"}
-JSON_LINES_SUFFIXES = {".jsonl", ".ndjson"}
 
 
 @dataclass
@@ -71,12 +69,14 @@ def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
     if not path.is_file():
         raise DataError(f"{path}: no such file")
     suffix = path.suffix.lower()
-    if suffix in {".xlsx", ".xlsm"}:
+    # the formats batch prediction and the page read (``formats.py``), and .txt as CSV, as ever
+    kind = format_of(path) or ("csv" if suffix == ".txt" else None)
+    if kind == "xlsx":
         require("openpyxl")  # inside the try below it would become "cannot read it as xlsx"
-    if suffix in PARQUET_SUFFIXES:
+    if kind == "parquet":
         require("pyarrow")
     try:
-        if suffix in EXCEL_SUFFIXES:
+        if kind == "xlsx":
             with pd.ExcelFile(path) as book:
                 if sheet is None:
                     sheet = str(book.sheet_names[0])
@@ -84,28 +84,28 @@ def read_table(path: Path, sheet: str | None = None) -> pd.DataFrame:
                     names = ", ".join(map(str, book.sheet_names))
                     raise DataError(f"{path}: no sheet named {sheet!r}; sheets: {names}")
                 return book.parse(sheet)
-        if suffix in {".csv", ".tsv", ".txt"}:
-            return pd.read_csv(path, sep="\t" if suffix == ".tsv" else ",")
-        if suffix in PARQUET_SUFFIXES:
+        if kind in ("csv", "tsv"):  # compressed ones too: pandas reads .gz, .bz2, .zst by suffix
+            return pd.read_csv(path, sep="\t" if kind == "tsv" else ",")
+        if kind == "parquet":
             return pd.read_parquet(path)
-        if suffix in JSON_LINES_SUFFIXES:
+        if kind == "jsonl":
             # values as written: no digits turned into numbers, no strings into dates
             return pd.read_json(path, lines=True, dtype=False, convert_dates=False)
     except DataError:
         raise
     except Exception as exc:  # pandas raises many kinds; one clear line is what the user needs
-        raise DataError(f"{path}: cannot read it as {suffix[1:]}: {exc}") from exc
-    raise DataError(f"{path}: unsupported file type {suffix!r}; use .csv, .tsv, .xlsx, .parquet or .jsonl")
+        raise DataError(f"{path}: cannot read it as {kind}: {exc}") from exc
+    raise DataError(f"{path}: unsupported file type {suffix!r}; use {KNOWN}")
 
 
 def write_table(frame: pd.DataFrame, path: Path) -> Path:
     """Write CSV or XLSX (by suffix) to a temporary file beside ``path``, then rename it."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in {".csv", *EXCEL_SUFFIXES}:
-        raise DataError(f"{path}: unsupported output type {suffix!r}; use .csv or .xlsx")
+    kind = OUTPUT_SUFFIXES.get(path.suffix.lower())
+    if kind not in ("csv", "xlsx"):
+        raise DataError(f"{path}: unsupported output type {path.suffix.lower()!r}; use .csv or .xlsx")
     with staged_file(path) as staging:
-        if suffix == ".csv":
+        if kind == "csv":
             frame.to_csv(staging, index=False)
         else:
             frame.to_excel(staging, index=False, engine="openpyxl")
