@@ -64,18 +64,18 @@ def require_admin(request: Request) -> None:
     throttle: AuthFailureThrottle = request.app.state.auth_throttle
     address = request.client.host if request.client else "unknown"
     presented = request.headers.get(ADMIN_HEADER, "").strip().encode()
+    matched = any(
+        hmac.compare_digest(presented, key.get_secret_value().encode()) for key in settings.admin_keys
+    )
     try:
         # the same tries per address as the client keys, shared with them: while they are used up,
         # every admin call from there is refused, the right key included, so guessing costs time
-        throttle.check(address)
-        if any(
-            hmac.compare_digest(presented, key.get_secret_value().encode()) for key in settings.admin_keys
-        ):
-            return
-        exhausted = throttle.failed(address)
+        exhausted = throttle.attempt(address, matched)
     except RateLimitedError:
         metrics.throttled.labels("auth_failures").inc()
         raise
+    if matched:
+        return
     metrics.auth_failures.labels("admin").inc()
     log.warning("admin key missing or unknown from %s", address, extra={"fields": {"client": address}})
     if exhausted:

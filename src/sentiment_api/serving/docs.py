@@ -24,14 +24,15 @@ ASSETS = "/docs/assets"
 def install_openapi(app: FastAPI, request_models: tuple[type[BaseModel], ...]) -> None:
     """Complete the generated document with the models ``/predict`` validates by hand, and list the
     models served now wherever a ``{name}`` path parameter names one (a ``PUT`` may add a model)."""
-    listed: list[tuple[str, ...]] = [()]
+    listed: tuple[str, ...] = ()
 
     def openapi() -> dict[str, Any]:
+        nonlocal listed
         names = tuple(app.state.service.models)
-        if app.openapi_schema is not None and names != listed[0]:
-            app.openapi_schema = None  # a model was added since the document was made
+        if names != listed:
+            app.openapi_schema = None  # made before a model was added (or not made yet)
         if app.openapi_schema is None:
-            listed[0] = names
+            listed = names
             schema = get_openapi(
                 title=app.title, version=app.version, description=app.description, routes=app.routes
             )

@@ -151,6 +151,13 @@ class AuthFailureThrottle:
         if tokens < 1.0:
             raise self._refusal(tokens)
 
+    def attempt(self, address: str, matched: bool) -> bool:
+        """One authentication from ``address``: :class:`RateLimitedError` while it has used up its
+        failures, a right key included; otherwise a failure takes a try when the key did not match.
+        True when that used up its last try for now."""
+        self.check(address)
+        return not matched and self.failed(address)
+
     def failed(self, address: str, now: float | None = None) -> bool:
         """Count one failure for ``address``; true when that used up its last try for now.
 

@@ -86,21 +86,19 @@ class GuardMiddleware:
             return address
         throttle = self.auth_throttle
         key = presented_key(scope)
+        matched = False
+        for known in self.keys:
+            matched |= key is not None and hmac.compare_digest(key, known)
         try:
-            if throttle is not None:
-                throttle.check(address)
-            matched = False
-            for known in self.keys:
-                matched |= key is not None and hmac.compare_digest(key, known)
-            if matched:
-                assert key is not None
-                return hashlib.sha256(key).hexdigest()[:16]
-            # the failure takes a try; refused like a locked-out client when another worker took the
-            # last one since the check above
-            exhausted = throttle is not None and throttle.failed(address)
+            # a failure takes a try; refused like a locked-out client when another worker took the
+            # last one since the check
+            exhausted = throttle is not None and throttle.attempt(address, matched)
         except RateLimitedError:
             self.metrics.throttled.labels("auth_failures").inc()
             raise
+        if matched:
+            assert key is not None
+            return hashlib.sha256(key).hexdigest()[:16]
         reason = "missing" if key is None else "unknown"
         self.metrics.auth_failures.labels(reason).inc()
         fields = {"client": address, "reason": reason, "route": scope["path"]}
