@@ -79,6 +79,19 @@ def test_failed_authentications_lock_an_address_out_until_the_window_allows_anot
     assert refused.value.retry_after == pytest.approx(19.0)
 
 
+def test_a_request_without_a_key_takes_no_try_but_is_refused_while_locked_out() -> None:
+    throttle = AuthFailureThrottle(TokenBuckets(), limit=2, window_s=60.0)
+
+    keyless = [throttle.attempt("10.0.0.1", matched=False, presented=False) for _ in range(20)]
+    right = throttle.attempt("10.0.0.1", matched=True)
+    wrong = [throttle.attempt("10.0.0.1", matched=False) for _ in range(2)]
+    with pytest.raises(RateLimitedError, match="too many failed authentications"):
+        throttle.attempt("10.0.0.1", matched=False, presented=False)
+
+    assert keyless == [False] * 20 and right is False
+    assert wrong == [False, True]  # the two wrong keys, not the twenty missing ones, used the tries
+
+
 def test_a_failure_after_another_worker_took_the_last_try_is_refused_not_counted(tmp_path) -> None:
     path = TokenBuckets.create(tmp_path)
     first, second = (AuthFailureThrottle(TokenBuckets(path), limit=2, window_s=60.0) for _ in range(2))

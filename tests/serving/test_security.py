@@ -92,6 +92,19 @@ def test_failed_authentications_are_throttled_counted_and_logged_without_the_key
     assert "guess-0123" not in logged and KEY not in logged
 
 
+def test_requests_without_a_key_do_not_lock_the_address_out(onnx_package) -> None:
+    """A page opened again and again before its key is typed guesses nothing."""
+    settings = settings_for(onnx_package, api_keys=[KEY], auth_failure_limit=3, auth_failure_window_s=30)
+    with serving(settings) as client:
+        keyless = [client.get("/models").status_code for _ in range(6)]
+        keyed = client.post("/predict", json={"text": "hi"}, headers={"X-API-Key": KEY})
+        found = client.get("/metrics", headers={"X-API-Key": KEY}).text
+
+    assert keyless == [401] * 6 and keyed.status_code == 200
+    assert 'sentiment_auth_failures_total{reason="missing"} 6.0' in found
+    assert 'sentiment_throttled_requests_total{limit="auth_failures"}' not in found
+
+
 def test_keys_are_never_logged(keyed, caplog) -> None:
     caplog.set_level(logging.DEBUG)
 

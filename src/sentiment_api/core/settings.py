@@ -350,10 +350,10 @@ class Settings(BaseSettings):
         10,
         ge=1,
         le=1_000_000,
-        description="Failed authentications (missing or unknown key, client or admin) a client address "
-        "may make per auth_failure_window_s; past them every request from that address that needs a key "
-        "gets 429 with Retry-After "
-        "until the window gives it another try. Counted by the whole instance, whatever the workers.",
+        description="Failed authentications (a wrong key, client or admin) a client address may make "
+        "per auth_failure_window_s; a request with no key at all gets 401 and takes no try. Past them "
+        "every request from that address that needs a key gets 429 with Retry-After until the window "
+        "gives it another try. Counted by the whole instance, whatever the workers.",
         json_schema_extra=_SECURITY,
     )
     auth_failure_window_s: float = Field(

@@ -53,7 +53,8 @@ class UpdateResponse(BaseModel):
 def require_admin(request: Request) -> None:
     """Pass a request carrying a configured admin key, on the admin port when there is one; 404 on
     another port, 403 when no key is configured, 401 for a missing or unknown key, 429 once the
-    address has used up its failed tries (``auth_failure_limit`` per ``auth_failure_window_s``)."""
+    address has used up its failed tries (``auth_failure_limit`` per ``auth_failure_window_s``; a
+    wrong key takes one, a missing one none)."""
     settings: Settings = request.app.state.settings
     port = request.scope.get("server") or (None, None)
     if settings.admin_port is not None and port[1] != settings.admin_port:
@@ -69,8 +70,9 @@ def require_admin(request: Request) -> None:
     )
     try:
         # the same tries per address as the client keys, shared with them: while they are used up,
-        # every admin call from there is refused, the right key included, so guessing costs time
-        exhausted = throttle.attempt(address, matched)
+        # every admin call from there is refused, the right key included, so guessing costs time;
+        # a call with no key takes no try
+        exhausted = throttle.attempt(address, matched, presented != b"")
     except RateLimitedError:
         metrics.throttled.labels("auth_failures").inc()
         raise

@@ -151,12 +151,16 @@ class AuthFailureThrottle:
         if tokens < 1.0:
             raise self._refusal(tokens)
 
-    def attempt(self, address: str, matched: bool) -> bool:
+    def attempt(self, address: str, matched: bool, presented: bool = True) -> bool:
         """One authentication from ``address``: :class:`RateLimitedError` while it has used up its
-        failures, a right key included; otherwise a failure takes a try when the key did not match.
-        True when that used up its last try for now."""
+        failures, a right key included; otherwise a key that was sent and did not match takes a try.
+        True when that used up its last try for now.
+
+        A request with no key at all takes no try: it guesses nothing, and it is what a page opened
+        before its key is typed or a probe on a protected path sends. Counting those would lock out
+        an address whose people only forgot the key, and slow no guesser down."""
         self.check(address)
-        return not matched and self.failed(address)
+        return presented and not matched and self.failed(address)
 
     def failed(self, address: str, now: float | None = None) -> bool:
         """Count one failure for ``address``; true when that used up its last try for now.

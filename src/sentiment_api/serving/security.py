@@ -90,9 +90,9 @@ class GuardMiddleware:
         for known in self.keys:
             matched |= key is not None and hmac.compare_digest(key, known)
         try:
-            # a failure takes a try; refused like a locked-out client when another worker took the
-            # last one since the check
-            exhausted = throttle is not None and throttle.attempt(address, matched)
+            # a wrong key takes a try (no key takes none); refused like a locked-out client when
+            # another worker took the last one since the check
+            exhausted = throttle is not None and throttle.attempt(address, matched, key is not None)
         except RateLimitedError:
             self.metrics.throttled.labels("auth_failures").inc()
             raise
