@@ -2,7 +2,6 @@
 
 import re
 import time
-from datetime import timedelta
 
 import pytest
 from hypothesis import given, settings
@@ -43,7 +42,7 @@ FOUR_SECONDS_WORTH = 100_000  # far beyond any text the server accepts (max_text
 
 
 @given(ANY_TEXT)
-@settings(deadline=timedelta(milliseconds=500), max_examples=300)
+@settings(deadline=None, max_examples=300)  # time is bounded by the adversarial tests below
 def test_legacy_normaliser_takes_any_unicode_and_never_grows_it(text: str) -> None:
     clean = get_normaliser("legacy@1")(text)
 
@@ -53,7 +52,7 @@ def test_legacy_normaliser_takes_any_unicode_and_never_grows_it(text: str) -> No
 
 
 @given(ANY_TEXT)
-@settings(deadline=timedelta(milliseconds=500))
+@settings(deadline=None)  # a pause of the machine is not a failure
 def test_the_identity_normaliser_keeps_any_unicode_as_it_is(text: str) -> None:
     assert get_normaliser("none@1")(text) == text
 

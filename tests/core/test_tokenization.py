@@ -4,7 +4,6 @@ length, and takes time bounded by the text's length."""
 from __future__ import annotations
 
 import time
-from datetime import timedelta
 
 import numpy as np
 import pytest
@@ -23,7 +22,7 @@ ANY_TEXT = st.text(st.characters(codec="utf-8"), max_size=2000)  # what JSON can
 
 
 @given(st.lists(ANY_TEXT, min_size=1, max_size=8))
-@settings(deadline=timedelta(milliseconds=500))
+@settings(deadline=None)  # a pause of the machine is not a failure; time is bounded below
 def test_any_unicode_encodes_within_the_model_length_and_vocabulary(texts: list[str]) -> None:
     encoded = TOKENIZER.encode(texts)
 
@@ -36,7 +35,7 @@ def test_any_unicode_encodes_within_the_model_length_and_vocabulary(texts: list[
 
 
 @given(st.lists(ANY_TEXT, min_size=1, max_size=8))
-@settings(deadline=timedelta(milliseconds=500))
+@settings(deadline=None)  # a pause of the machine is not a failure; time is bounded below
 def test_normalised_any_unicode_pads_into_one_batch(texts: list[str]) -> None:
     normalise = get_normaliser(CARD.normaliser)
     encoded = TOKENIZER.encode([normalise(text) for text in texts])

@@ -35,6 +35,9 @@ def binary(name: str) -> str:
     return str(path)
 
 
+PASSING_P99_MS = "20000"  # a threshold these tests pass on any machine; the failing one is 0.001
+
+
 def k6(server: LiveServer, p99_ms: str, *extra: str) -> subprocess.CompletedProcess[str]:
     command = [binary("k6"), "run", "--quiet", "-e", f"BASE_URL={server.url}", "-e", "VUS=4"]
     command += ["-e", "DURATION=2s", "-e", f"P99_MS={p99_ms}", *extra, str(LOADTEST / "k6.js")]
@@ -63,7 +66,7 @@ def test_make_tweets_writes_the_shipped_file_again(shared_data, tmp_path) -> Non
 
 def test_k6_passes_its_thresholds_sending_the_reference_tweets(server) -> None:
     since = len(server.json_lines())
-    result = k6(server, "2000")
+    result = k6(server, PASSING_P99_MS)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "http_req_failed" in result.stdout and "0.00%" in result.stdout
     sent = texts_sent(server, since)
@@ -75,7 +78,7 @@ def test_k6_sends_a_users_file_named_by_tweets(server, tmp_path) -> None:
     own = tmp_path / "mine.txt"
     own.write_text("\n".join(OWN_TWEETS) + "\n\n")
     since = len(server.json_lines())
-    result = k6(server, "2000", "-e", f"TWEETS={own}")
+    result = k6(server, PASSING_P99_MS, "-e", f"TWEETS={own}")
     assert result.returncode == 0, result.stdout + result.stderr
     assert set(texts_sent(server, since)) == set(OWN_TWEETS)
 

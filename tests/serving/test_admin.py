@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from live_server import LiveServer, free_port, serving, serving_async, settings_for
+from live_server import LiveServer, free_port, serving, serving_async, settings_for, wait_until
 from sentiment_api.core.settings import default_model_dir
 from sentiment_api.serving import create_app
 
@@ -256,19 +256,24 @@ def test_a_swap_and_a_rollback_under_load_fail_no_request(tmp_path: Path) -> Non
         clients = [threading.Thread(target=client_loop) for _ in range(4)]
         for thread in clients:
             thread.start()
+
+        def answered_since(moment: float, count: int = 8) -> None:
+            # by count, not by a sleep: a slow machine answers fewer in any fixed time
+            wait_until(lambda: sum(sent > moment for sent, _, _ in list(versions)) >= count, timeout=60)
+
         try:
-            time.sleep(1)
+            answered_since(0.0)
             public = httpx.put(f"{server.url}/admin/models/default", json={"package": "v2"}, headers=ADMIN)
             assert public.status_code == 404
             with httpx.Client(base_url=f"http://127.0.0.1:{admin_port}", timeout=120, headers=ADMIN) as admin:
                 swap_sent = time.monotonic()
                 swapped = admin.put("/admin/models/default", json={"package": "v2"})
                 swap_done = time.monotonic()
-                time.sleep(1)
+                answered_since(swap_done)
                 rollback_sent = time.monotonic()
                 rolled = admin.post("/admin/models/default/rollback")
                 rollback_done = time.monotonic()
-            time.sleep(1)
+            answered_since(rollback_done)
         finally:
             stop.set()
             for thread in clients:

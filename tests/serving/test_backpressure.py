@@ -196,7 +196,8 @@ def test_before_the_model_is_warm_probes_answer_503_and_predict_waits(onnx_packa
     backend.gate.clear()  # warm-up runs on the model too, so the service stays loading
 
     async def main():
-        app = create_app(one_stream(onnx_package, request_timeout_s=0.3), classifier)
+        # long enough for the patient request to see the rest of the warm-up and its own batch through
+        app = create_app(one_stream(onnx_package, request_timeout_s=1.0), classifier)
         async with serving_async(app, ready=False) as client:
             assert await asyncio.to_thread(backend.entered.wait, 10), "warm-up never reached the model"
             before = [await client.get(path) for path in ("/", "/readyz", "/healthz", "/model")]

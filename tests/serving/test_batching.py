@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import statistics
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -234,7 +236,9 @@ def test_a_queue_that_drains_slower_than_the_model_runs_is_timed_by_its_drain() 
     async def main():
         batcher = await started(RecordingModel(), max_batch_size=1)  # the model answers at once
         futures = [batcher.enqueue([[n]], later()) for n in range(30)]
-        began = time.monotonic()
+        answered: list[float] = []
+        for future in futures:
+            future.add_done_callback(lambda _: answered.append(time.monotonic()))
 
         async def busy_loop() -> None:  # the event loop busy elsewhere, as when it refuses a flood
             while not all(future.done() for future in futures):
@@ -242,15 +246,18 @@ def test_a_queue_that_drains_slower_than_the_model_runs_is_timed_by_its_drain() 
                 await asyncio.sleep(0)
 
         await asyncio.gather(busy_loop(), *futures)
-        per_text_seen = (time.monotonic() - began) / len(futures)
+        # the typical gap between answers: a pause of the machine lengthens a gap or two, not the median
+        per_text_seen = statistics.median(b - a for a, b in itertools.pairwise(answered))
         estimate = batcher.admission.seconds_per_text
         await batcher.stop()
         return estimate, per_text_seen
 
     estimate, seen = run(main())
+    print(f"estimate {estimate * 1000:.2f} ms a text, the queue drained one every {seen * 1000:.2f} ms")
     # what a queued text adds is the rate the queue drained at; timing each inference call from its
-    # start to its answer sees about half of it (the loop's turns between batches are missing)
-    assert 0.75 * seen <= estimate <= 1.5 * seen
+    # start to its answer sees about half of it (the loop's turns between batches are missing). The
+    # estimate is a moving average, so one late pause raises it: the upper bound is loose
+    assert 0.75 * seen <= estimate <= 3 * seen
 
 
 def test_a_request_past_its_deadline_is_answered_and_never_inferred() -> None:

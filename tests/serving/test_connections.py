@@ -120,8 +120,9 @@ def test_headers_over_the_limit_get_431_and_the_connection_closes(strict) -> Non
 
 def test_beyond_the_connection_limit_requests_get_503_until_idle_ones_time_out(strict) -> None:
     async def main():
-        idle = [await open_connection(strict) for _ in range(MAX_CONNECTIONS)]
         async with httpx.AsyncClient(base_url=strict.url, timeout=10) as client:
+            # the client is built first: the idle connections must still be open when it posts
+            idle = [await open_connection(strict) for _ in range(MAX_CONNECTIONS)]
             refused = await client.post("/predict", json={"text": "hi"})
             await asyncio.sleep(READ_TIMEOUT_S + 0.5)  # the idle ones are closed by then
             served = await client.post("/predict", json={"text": "hi"})

@@ -37,6 +37,8 @@ def test_metrics_add_up_over_several_worker_processes(onnx_package, tmp_path) ->
     try:
         for i in range(20):  # a new connection each time, so both workers take some
             assert httpx.post(f"{server.url}/predict", json={"text": f"tweet {i}"}).status_code == 200
+        # a request is counted as its response goes out, so the last may land just after it
+        wait_until(lambda: predictions_counted(server.url) == 20.0, timeout=10)
         scrapes = [predictions_counted(server.url) for _ in range(4)]
     finally:
         server.stop()

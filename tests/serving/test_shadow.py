@@ -41,9 +41,17 @@ def thread_policies(pid: int) -> list[int]:
     return [os.sched_getscheduler(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")]
 
 
-def summary_when(client, name: str, texts: int) -> dict:
-    # the shadow runs on idle cores only: on a busy machine it waits its turn
-    wait_until(lambda: client.get(f"/models/{name}/shadow").json()["compared_texts"] >= texts, timeout=120)
+def summary_when(client, name: str, texts: int, answers: list[dict] | None = None) -> dict:
+    """The shadow's summary once it has compared ``texts``. With ``answers``, one more request is sent
+    (its answer appended) at each look: the shadow takes one request at a time, drops what comes while
+    it is busy, and runs on idle cores only, so on a busy machine it may need more than were sent."""
+
+    def compared_enough() -> bool:
+        if answers is not None:
+            answers.extend(ask(client, 1))
+        return client.get(f"/models/{name}/shadow").json()["compared_texts"] >= texts
+
+    wait_until(compared_enough, timeout=120, interval=0.1)
     return client.get(f"/models/{name}/shadow").json()
 
 
@@ -54,7 +62,7 @@ def test_a_shadow_with_the_same_weights_agrees_everywhere_and_answers_nobody(mod
     with serving(settings) as client:
         wait_until(lambda: client.get("/models/brand/shadow").json()["state"] == "ready")
         answers = ask(client, 10)
-        summary = summary_when(client, "brand", 3)
+        summary = summary_when(client, "brand", 3, answers)
         metrics = client.get("/metrics").text
         service = client.app.state.service
         shadow_pid = service.shadow("brand").process.pid
@@ -72,7 +80,8 @@ def test_a_shadow_with_the_same_weights_agrees_everywhere_and_answers_nobody(mod
     assert summary["shadow_version"].startswith("brand-v2-") and summary["agreement"] == 1.0
     assert summary["live_label_shares"] == summary["shadow_label_shares"]
     assert all(d["probability_difference"] < 1e-5 for d in summary["largest_differences"])
-    assert 3 <= summary["compared_texts"] + summary["dropped_requests"] <= 10  # one of each request at most
+    # one of each request at most
+    assert 3 <= summary["compared_texts"] + summary["dropped_requests"] <= len(answers)
     assert summary["latency_ms"]["p50"] > 0
     assert 'sentiment_shadow_agreement_total{agreed="true",model="brand"}' in metrics
     assert 'sentiment_shadow_requests_total{model="brand",outcome="compared"}' in metrics
@@ -86,8 +95,7 @@ def test_a_disagreeing_shadow_is_measured_then_promoted_through_the_admin_api(mo
         assert client.get("/models/brand/shadow").status_code == 404
         attached = client.put("/admin/models/brand/shadow", json={"package": "swapped"}, headers=ADMIN)
         assert attached.status_code == 200, attached.text
-        ask(client, 10)
-        summary = summary_when(client, "brand", 3)
+        summary = summary_when(client, "brand", 3, ask(client, 10))
         assert summary["agreement"] < 1.0
         assert summary["live_label_shares"] != summary["shadow_label_shares"]
         assert summary["largest_differences"][0]["live"] != summary["largest_differences"][0]["shadow"]
@@ -118,20 +126,26 @@ def test_the_shadow_is_paused_while_a_live_request_is_under_way_and_goes_on_when
         pid = service.shadow("brand").process.pid
         before = process_state(pid)
         client.portal.call(activity.enter)  # a slow request is under way throughout
+        paused = time.monotonic()
         try:
             answer = client.post("/predict", json={"text": "love the ipad", "model": "brand"})
-            time.sleep(0.5)  # the shadow's turn, were it not paused
-            during = process_state(pid), client.get("/models/brand/shadow").json()
+            time.sleep(1.0)  # the shadow's turn, were it not paused
+            # a stop takes effect when the process is next scheduled: on a busy machine, a moment later
+            wait_until(lambda: process_state(pid) == "T", timeout=10)
+            during = client.get("/models/brand/shadow").json()
         finally:
+            resumed = time.monotonic()
             client.portal.call(activity.leave)
         summary = summary_when(client, "brand", 1)
+        done = time.monotonic()
         after = process_state(pid)
 
     assert answer.status_code == 200 and before != "T"
-    assert during[0] == "T" and during[1]["compared_texts"] == 0  # stopped with the request in hand
+    assert during["compared_texts"] == 0  # stopped with the request in hand
     assert summary["compared_texts"] == 1 and summary["agreement"] == 1.0 and after != "T"
-    # its latency is its running time, not the half second it was paused
-    assert summary["latency_ms"]["p50"] < 500
+    # its latency is its running time after the resume, not the second or more it was paused
+    assert resumed - paused >= 1.0
+    assert summary["latency_ms"]["p50"] <= (done - resumed) * 1000 + 50
 
 
 def test_a_shadow_whose_process_dies_stops_comparing_and_the_live_model_answers_on(models_dir) -> None:
