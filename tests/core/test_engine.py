@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 
 from sentiment_api.core.engine import Classifier, softmax
@@ -81,3 +83,47 @@ def test_spin_modes_set_onnx_runtime_s_spinning_options(tmp_path) -> None:
         options = OnnxBackend(path, threads=2, spin=spin).session.get_session_options()
         assert options.get_session_config_entry("session.intra_op.allow_spinning") == allow, spin
         assert options.get_session_config_entry("session.force_spinning_stop") == stop, spin
+
+
+def resident_mib() -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS in /proc/self/status")
+
+
+def test_every_cpu_session_draws_on_one_arena(tmp_path) -> None:
+    """Two sessions of a model, and the sessions of every model beside it, share one memory arena:
+    a 64 MiB activation that one session needed is not held again by each of the others."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from sentiment_api.core.engine import OnnxBackend
+
+    graph = helper.make_graph(
+        [
+            helper.make_node("Relu", ["input_ids"], ["wide"]),
+            helper.make_node("ReduceSum", ["wide"], ["logits"]),
+        ],
+        "wide",
+        [helper.make_tensor_value_info("input_ids", TensorProto.FLOAT, [None, None])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, None)],
+    )
+    path = tmp_path / "model.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    wide = np.ones((16, 1 << 20), dtype=np.float32)  # 64 MiB, and as much for Relu's output
+
+    sessions = [OnnxBackend(path, threads=1).session for _ in range(3)]
+    for _ in range(2):  # an arena reaches its working size over two runs
+        sessions[0].run(None, {"input_ids": wide})
+    before = resident_mib()
+    for session in sessions[1:] * 2:
+        session.run(None, {"input_ids": wide})
+    grown = resident_mib() - before
+
+    assert all(
+        session.get_session_options().get_session_config_entry("session.use_env_allocators") == "1"
+        for session in sessions
+    )
+    # an arena each: 128 MiB more for each of the two other sessions
+    assert grown < 32, f"{grown:.0f} MiB more for two more sessions' 64 MiB activations"

@@ -129,3 +129,30 @@ def test_the_engine_loads_int8_products_exactly_where_the_cpu_would_saturate(
     assert len([line for line in said if "cannot saturate" in line]) == (1 if rewritten else 0)
     if rewritten:  # exact here whatever this machine's CPU is
         np.testing.assert_allclose(backend.session.run(None, {"x": x})[0], expected, rtol=0.02)
+
+
+def test_a_second_session_of_a_model_reuses_its_int8_rewrite_once(tmp_path, monkeypatch) -> None:
+    """The server's solo session takes the streams' session's rewritten model rather than redoing it
+    (which left as much memory behind as a session holds); a later one rewrites again."""
+    import platform
+
+    from sentiment_api.core import rowwise
+
+    model, x, expected = worst_case()
+    onnx.save(model, tmp_path / "model.onnx")
+    monkeypatch.setattr(platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(engine, "this_cpu", lambda: Cpu("a test CPU", frozenset({"avx2"})))
+    rewrites: list[object] = []
+    original = rowwise.exact_int8_model
+    monkeypatch.setattr(rowwise, "exact_int8_model", lambda path: rewrites.append(path) or original(path))
+
+    streams = engine.OnnxBackend(tmp_path / "model.onnx", threads=1)
+    solo = streams.sibling(2)
+    assert len(rewrites) == 1
+    later = streams.sibling(2)
+
+    assert len(rewrites) == 2
+    assert streams.exact_int8_products == solo.exact_int8_products == later.exact_int8_products == 2
+    assert solo.threads == 2
+    for backend in (streams, solo, later):
+        np.testing.assert_allclose(backend.session.run(None, {"x": x})[0], expected, rtol=0.02)

@@ -194,6 +194,21 @@ def _tell_exact_int8(path: Path, products: int) -> None:
     )
 
 
+@functools.cache
+def _shared_cpu_arena(ort: Any) -> bool:
+    """One CPU memory arena for every session of this process, registered with ONNX Runtime's
+    environment once: each session's own arena grows to its own peak and keeps it, so two sessions
+    of a model and every model beside it each held a warm-up's worth of activations. True when
+    registered (an older ONNX Runtime without the call keeps an arena per session)."""
+    try:
+        info = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+        ort.create_and_register_allocator(info, ort.OrtArenaCfg({}))
+    except (AttributeError, RuntimeError, TypeError) as exc:
+        log.debug("no shared CPU arena: %s", exc)
+        return False
+    return True
+
+
 class OnnxBackend:
     """An ONNX Runtime session, on the CPU or (``device="cuda"``) on an NVIDIA GPU, with its options
     set deliberately.
@@ -201,8 +216,9 @@ class OnnxBackend:
     - ``intra_op_num_threads``: the cores this process may use (default: all); one inter-op thread
       and sequential execution, since a transformer graph is one chain of large ops.
     - full graph optimisation, so ONNX Runtime's own fusions run on top of the exported graph.
-    - the CPU memory arena on, memory patterns off: patterns only pay for fixed shapes, and length
-      bucketing makes every batch a new shape.
+    - the CPU memory arena on, one for every session of the process (:func:`_shared_cpu_arena`),
+      memory patterns off: patterns only pay for fixed shapes, and length bucketing makes every batch
+      a new shape.
     - ``spin``: whether idle worker threads spin (busy-wait) for work instead of sleeping.
       ``while_running`` (what ``True`` gave before, without the idle cost) spins between the ops of
       a run, where a sleeping thread would be woken once per op, and stops the moment the run
@@ -223,6 +239,7 @@ class OnnxBackend:
         device: Device = "cpu",
         tensorrt: bool = False,
         max_length: int = 512,
+        exact: tuple[bytes, int] | None = None,
     ) -> None:
         import os
 
@@ -235,6 +252,8 @@ class OnnxBackend:
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.enable_cpu_mem_arena = True
         options.enable_mem_pattern = False
+        if device == "cpu" and _shared_cpu_arena(ort):
+            options.add_session_config_entry("session.use_env_allocators", "1")
         self.spin: SpinMode = spin_mode(spin)
         options.add_session_config_entry(
             "session.intra_op.allow_spinning", "0" if self.spin == "never" else "1"
@@ -249,10 +268,12 @@ class OnnxBackend:
         if device == "cpu" and this_cpu().saturates_int8:
             from sentiment_api.core.rowwise import exact_int8_model
 
-            exact = exact_int8_model(path)
+            exact = exact or exact_int8_model(path)
             if exact is not None:
                 source, self.exact_int8_products = exact
                 _tell_exact_int8(self.path, self.exact_int8_products)
+        # the rewritten model, kept for one more session of it (:meth:`sibling`), then let go
+        self._exact_for_sibling = exact if device == "cpu" else None
         try:
             self.session = ort.InferenceSession(source, options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own untyped errors
@@ -268,6 +289,13 @@ class OnnxBackend:
             )
         self.device = device
         self.input_names = {node.name for node in self.session.get_inputs()}
+
+    def sibling(self, threads: int, spin: bool | SpinMode = True) -> OnnxBackend:
+        """The same model in a CPU session of its own with ``threads`` threads. The first sibling
+        reuses this session's int8 rewrite instead of redoing it: a second rewrite left as much
+        memory behind as the session itself holds."""
+        exact, self._exact_for_sibling = self._exact_for_sibling, None
+        return OnnxBackend(self.path, threads, spin, exact=exact)
 
     def logits(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
@@ -336,7 +364,7 @@ class Classifier:
         """The same ONNX model in a session of its own with ``threads`` threads (same tokenizer, card)."""
         if not isinstance(self.backend, OnnxBackend):
             raise ModelError("only an ONNX package can run in another session")
-        return Classifier(OnnxBackend(self.backend.path, threads, spin), self.tokenizer, self.card)
+        return Classifier(self.backend.sibling(threads, spin), self.tokenizer, self.card)
 
     # The steps every caller composes (the server, batch scoring, training, evaluation, the gate,
     # bench): normalise -> tokenise -> infer -> rank. Each is here once; ``predict`` runs them all.
