@@ -163,9 +163,12 @@ def test_the_rate_limit_holds_across_two_workers_within_ten_percent(two_workers)
     assert len(answered_by) == 2, answered_by  # both workers took part
 
 
-def guessed_by(server) -> list[int]:
-    """The worker that logged each guess (the request log line is written as the response goes out)."""
-    return [line["pid"] for line in server.json_lines() if line.get("request_id") == "guess"]
+def logged_by(server, request_ids: str) -> list[int]:
+    """The worker that logged each request whose id starts with ``request_ids`` (the request log line
+    is written as the response goes out, so the last may land just after it)."""
+    return [
+        line["pid"] for line in server.json_lines() if str(line.get("request_id", "")).startswith(request_ids)
+    ]
 
 
 def test_failed_authentications_are_throttled_across_workers_counted_and_logged(two_workers) -> None:
@@ -196,8 +199,8 @@ def test_failed_authentications_are_throttled_across_workers_counted_and_logged(
     assert len(warnings) == 10 and {line["client"] for line in warnings} == {"10.0.0.2"}
     assert {line["level"] for line in warnings} == {"warning"}
     # both workers took guesses (the 429s too), yet together they answered only ten as failures
-    wait_until(lambda: len(guessed_by(two_workers)) == sum(guesses.values()), timeout=10)
-    assert len(set(guessed_by(two_workers))) == 2
+    wait_until(lambda: len(logged_by(two_workers, "guess")) == sum(guesses.values()), timeout=10)
+    assert len(set(logged_by(two_workers, "guess"))) == 2
     assert WRONG not in two_workers.log.read_text()
 
 
@@ -228,14 +231,9 @@ def test_each_worker_listens_on_its_own_socket_and_connections_spread(two_worker
 
     asyncio.run(connect_32())
 
-    def spread_over_workers() -> Counter:
-        lines = two_workers.json_lines()
-        return Counter(line["pid"] for line in lines if str(line.get("request_id", "")).startswith("spread-"))
-
-    # each request's log line is written as its response goes out: the last may land just after it
-    wait_until(lambda: sum(spread_over_workers().values()) == 32, timeout=10)
+    wait_until(lambda: len(logged_by(two_workers, "spread-")) == 32, timeout=10)
     assert listening_sockets(two_workers.port) == 2
-    spread = spread_over_workers()
+    spread = Counter(logged_by(two_workers, "spread-"))
     print(f"32 connections over the workers: {sorted(spread.values())}")
     assert sum(spread.values()) == 32 and len(spread) == 2
     assert min(spread.values()) >= 4  # hashed by the kernel; one worker taking 28 of 32 was the old way
